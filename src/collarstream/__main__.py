@@ -1,0 +1,3 @@
+from collarstream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""`collarstream analyze`: the live core over a Movebank CSV, with no broker.
+
+Each animal's fixes go through the same reducer the worker runs (`core.track.advance`),
+so the steps and alerts are those the live system would have emitted once all fixes
+had arrived. Outputs in DIR:
+
+* steps.csv          one row per step, units in the column names
+* alerts.jsonl       alerts, in the alert topic's schema
+* home_ranges.geojson MCP and KDE home ranges per animal (lon/lat, areas in km²)
+* fixes.csv          every fix with its source line and quality flags (nothing dropped)
+* problems.csv       rows that could not be used, with their line numbers and reasons
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from collarstream.core import quality
+from collarstream.core.steps import max_gap_seconds
+from collarstream.core.track import Context, FixBatch, TrackConfig, TrackState, advance
+from collarstream.fences import default_urban_path, load_countries, load_fence_file
+from collarstream.movebank import MovebankTrack, read_movebank_csv
+from collarstream.timefmt import iso
+
+STEP_COLUMNS = [
+    "individual-local-identifier", "start-timestamp", "end-timestamp",
+    "start-location-long", "start-location-lat", "end-location-long", "end-location-lat",
+    "distance_m", "duration_s", "speed_mps", "heading_deg", "turn_angle_deg",
+    "burst-start-timestamp", "id",
+]
+# The whole file is one track per animal: no live window, one home range at the end.
+REPLAY_CONFIG = TrackConfig(window_days=1e6, max_fixes=10**9, home_range_every=1,
+                            home_range_min_fixes=5)
+
+
+@dataclass
+class Report:
+    rows: int = 0
+    fixes: int = 0
+    animals: int = 0
+    steps: int = 0
+    alerts: int = 0
+    home_ranges: int = 0
+    flagged: dict[str, int] = field(default_factory=dict)
+    problems: int = 0
+    skipped_non_location: int = 0
+
+    def summary(self) -> str:
+        flags = ", ".join(f"{k} {v}" for k, v in sorted(self.flagged.items())) or "none"
+        return (f"{self.fixes} fixes of {self.animals} animals -> {self.steps} steps, "
+                f"{self.alerts} alerts, {self.home_ranges} home ranges; flagged: {flags}; "
+                f"{self.problems} unusable rows (see problems.csv); "
+                f"{self.skipped_non_location} non-location sensor rows skipped")
+
+
+def analyze(csv_path: Path, out: Path, fences: Path | None = None,
+            countries: Path | None = None, profile: str | None = None) -> Report:
+    if profile is not None and profile not in quality.PROFILES:
+        raise ValueError(f"--profile: unknown {profile!r}; known: {sorted(quality.PROFILES)}")
+    track = read_movebank_csv(csv_path)
+    ctx = Context(load_countries(countries),
+                  load_fence_file(fences or default_urban_path()), config=REPLAY_CONFIG)
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(rows=len(track), problems=len(track.problems),
+                    skipped_non_location=track.skipped_non_location)
+    _write_problems(out / "problems.csv", track)
+    steps, alerts, ranges, fixes = [], [], [], []
+    for animal in sorted(set(track.animal.tolist())):
+        sel = np.flatnonzero(track.animal == animal)
+        actx = replace(ctx, profile=_profile_for(track, sel, profile))
+        state, events = advance(TrackState.new(animal, len(ctx.urban)), _batch(track, sel), actx)
+        steps += [e for e in events if e["type"] == "step"]
+        alerts += [e for e in events if e["type"] == "alert"]
+        ranges += [e for e in events if e["type"] == "home-range"]
+        fixes += _fix_rows(track, sel, state)
+        report.animals += 1
+    report.fixes = len(fixes)
+    report.steps, report.alerts, report.home_ranges = len(steps), len(alerts), len(ranges)
+    for row in fixes:
+        for name in row["flags"].split(";") if row["flags"] else []:
+            report.flagged[name] = report.flagged.get(name, 0) + 1
+    _write_csv(out / "steps.csv", STEP_COLUMNS, steps)
+    _write_csv(out / "fixes.csv", list(fixes[0]) if fixes else ["line"], fixes)
+    alerts.sort(key=lambda a: (a["fix-timestamp"], a["individual-local-identifier"], a["id"]))
+    with open(out / "alerts.jsonl", "wb") as fh:
+        for a in alerts:
+            fh.write(orjson.dumps({k: v for k, v in a.items() if k != "type"}) + b"\n")
+    (out / "home_ranges.geojson").write_bytes(orjson.dumps(_feature_collection(ranges)))
+    return report
+
+
+def _profile_for(track: MovebankTrack, sel: np.ndarray, name: str | None) -> quality.Profile:
+    """The named profile, with the collar schedule taken from the data when it has none."""
+    base = quality.PROFILES[name or "default"]
+    if base.fix_interval_s is not None:
+        return base
+    # Burst gaps relative to the animal's own median interval: fixed per file, so the
+    # result does not depend on how the track is cut into batches.
+    located = track.t_ms[sel][np.isfinite(track.lon[sel])]
+    interval = max_gap_seconds(located, None, 1.0)
+    return replace(base, fix_interval_s=interval)
+
+
+def _batch(track: MovebankTrack, sel: np.ndarray) -> FixBatch:
+    tags = [t for t in track.tag[sel] if t]
+    return FixBatch(track.t_ms[sel], track.lon[sel], track.lat[sel], track.hdop[sel],
+                    track.sats[sel], track.t_ms[sel], tag=str(tags[-1]) if tags else "")
+
+
+def _fix_rows(track: MovebankTrack, sel: np.ndarray, state: TrackState) -> list[dict[str, Any]]:
+    """Every input row with the flags its fix got; exact repeats of a row are duplicates."""
+    index = {_key(state.t_ms[i], state.lon[i], state.lat[i], state.hdop[i], state.sats[i]): i
+             for i in range(len(state))}
+    seen: set[int] = set()
+    rows = []
+    for r in sel:
+        i = index[_key(track.t_ms[r], track.lon[r], track.lat[r], track.hdop[r], track.sats[r])]
+        flags = int(state.flags[i]) | (int(quality.DUPLICATE) if i in seen else 0)
+        seen.add(i)
+        rows.append({
+            "line": int(track.line[r]),
+            "individual-local-identifier": str(track.animal[r]),
+            "timestamp": iso(int(track.t_ms[r])),
+            "location-long": _num(track.lon[r]),
+            "location-lat": _num(track.lat[r]),
+            "gps:hdop": _num(track.hdop[r]),
+            "flags": ";".join(quality.flag_names(flags)),
+        })
+    return rows
+
+
+def _key(t: Any, *vals: Any) -> tuple[int, ...]:
+    return (int(t), *(float(np.nan_to_num(v, nan=-1e300)) for v in vals))
+
+
+def _num(v: float) -> str:
+    return "" if not np.isfinite(v) else repr(float(v))
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def _write_problems(path: Path, track: MovebankTrack) -> None:
+    rows = [{"line": p.line, "problem": "unusable", "reason": p.reason} for p in track.problems]
+    rows += [{"line": p.line, "problem": "warning", "reason": p.reason} for p in track.warnings]
+    rows.sort(key=lambda r: r["line"])
+    _write_csv(path, ["line", "problem", "reason"], rows)
+
+
+def _feature_collection(events: list[dict[str, Any]]) -> dict[str, Any]:
+    features = []
+    for ev in events:
+        for r in ev["ranges"]:
+            features.append({
+                "type": "Feature",
+                "geometry": r["geometry"],
+                "properties": {
+                    "individual-local-identifier": ev["individual-local-identifier"],
+                    "method": r["method"], "level": r["level"], "area_km2": r["area_km2"],
+                    "bandwidth_m": r["bandwidth_m"], "n_fixes": ev["n_fixes"],
+                    "computed-through-timestamp": ev["computed-through-timestamp"],
+                },
+            })
+    return {"type": "FeatureCollection", "features": features}

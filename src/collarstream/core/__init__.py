@@ -1,0 +1,1 @@
+"""Pure, vectorized spatial core: numpy arrays in, arrays out. No Kafka, no I/O."""

@@ -1,0 +1,222 @@
+"""Country membership and border crossings along geodesic steps, vectorized.
+
+A step is densified along its geodesic (chords short enough that chord and geodesic
+differ by millimetres), intersected with the border lines through an STRtree, and each
+stretch between two intersections is assigned the country of its midpoint. A change of
+country between stretches is a crossing; its point is the intersection itself and its
+time is interpolated along the step at constant speed. A stretch in no country (sea,
+a lake, a gap between two national outlines) is not a country: the animal is reported
+as crossing from the last country to the next one, at the point where it entered it.
+Excursions out of a country and back within one step are reduced away (see _collapse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from shapely import STRtree
+
+from collarstream.core.geodesy import densify, forward, inverse
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Chords of 500 m sag under 1 cm from the geodesic: crossings are placed to the metre.
+DENSIFY_M = 500.0
+# Border lines are cut into pieces of this many vertices so the tree prunes well.
+EDGE_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class Crossings:
+    """One row per crossing, ordered by step then by position along the step."""
+
+    step: IntArray
+    order: IntArray
+    count: IntArray
+    frac: FloatArray
+    lon: FloatArray
+    lat: FloatArray
+    from_idx: IntArray
+    to_idx: IntArray
+
+    def __len__(self) -> int:
+        return int(self.step.size)
+
+
+class CountryLayer:
+    """Country polygons with ISO 3166-1 alpha-3 codes, indexed for points and lines."""
+
+    def __init__(
+        self, codes: list[str], names: list[str], polygons: npt.NDArray[np.object_],
+        names_ru: list[str] | None = None,
+    ) -> None:
+        if not (len(codes) == len(names) == len(polygons)):
+            raise ValueError("codes, names and polygons must have the same length")
+        self.codes = tuple(codes)
+        self.names = tuple(names)
+        self.names_ru = tuple(names_ru) if names_ru else self.names
+        self.polygons = np.asarray(polygons, dtype=object)
+        shapely.prepare(self.polygons)
+        self.tree = STRtree(self.polygons)
+        self.edges = _border_pieces(self.polygons)
+        self.edge_tree = STRtree(self.edges)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def locate(self, lon: FloatArray, lat: FloatArray) -> IntArray:
+        """Index of the country containing each point, -1 where none (or coordinates NaN).
+
+        A point exactly on a shared border gets the lower index, deterministically.
+        """
+        lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+        out = np.full(lon.size, -1, dtype=np.int64)
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        if not ok.any():
+            return out
+        pts = shapely.points(lon[ok], lat[ok])
+        hit_pt, hit_poly = self.tree.query(pts, predicate="intersects")
+        best = np.full(pts.size, np.iinfo(np.int64).max)
+        np.minimum.at(best, hit_pt, hit_poly)
+        found = best != np.iinfo(np.int64).max
+        sub = np.full(pts.size, -1, dtype=np.int64)
+        sub[found] = best[found]
+        out[ok] = sub
+        return out
+
+    def crossings(
+        self, lon0: FloatArray, lat0: FloatArray, lon1: FloatArray, lat1: FloatArray
+    ) -> Crossings:
+        """Every border crossing along each step's geodesic, in order along the step."""
+        n = np.asarray(lon0).size
+        if n == 0:
+            return _no_crossings()
+        dlon, dlat, offsets = densify(lon0, lat0, lon1, lat1, DENSIFY_M)
+        step_of_vertex = np.repeat(np.arange(n), np.diff(offsets))
+        lines = shapely.linestrings(np.column_stack([dlon, dlat]), indices=step_of_vertex)
+        line_i, edge_i = self.edge_tree.query(lines, predicate="intersects")
+        if line_i.size == 0:
+            return _no_crossings()
+        hits = shapely.intersection(lines[line_i], self.edges[edge_i])
+        coords, which = shapely.get_coordinates(hits, return_index=True)
+        step = line_i[which]
+        frac = _fraction_along(lines, dlon, dlat, offsets, step, coords)
+        return self._transitions(lon0, lat0, lon1, lat1, step, frac, coords)
+
+    def _transitions(
+        self, lon0: FloatArray, lat0: FloatArray, lon1: FloatArray, lat1: FloatArray,
+        step: IntArray, frac: FloatArray, coords: FloatArray,
+    ) -> Crossings:
+        # Breakpoints sorted per step; tripoints and shared vertices give near-equal
+        # fractions, merged here.
+        order = np.lexsort((frac, step))
+        step, frac, coords = step[order], frac[order], coords[order]
+        keep = np.concatenate([[True], (step[1:] != step[:-1]) | (np.diff(frac) > 1e-9)])
+        step, frac, coords = step[keep], frac[keep], coords[keep]
+        first_in_step = np.concatenate([[True], step[1:] != step[:-1]])
+        last_in_step = np.concatenate([step[1:] != step[:-1], [True]])
+        prev_frac = np.where(first_in_step, 0.0, np.concatenate([[0.0], frac[:-1]]))
+        # Stretch before each breakpoint, then the final stretch of each step.
+        mid_step = np.concatenate([step, step[last_in_step]])
+        mid_frac = np.concatenate([(prev_frac + frac) / 2.0, (frac[last_in_step] + 1.0) / 2.0])
+        dist, az, _ = inverse(lon0[mid_step], lat0[mid_step], lon1[mid_step], lat1[mid_step])
+        mlon, mlat = forward(lon0[mid_step], lat0[mid_step], az, dist * mid_frac)
+        country = self.locate(mlon, mlat)
+        before = country[: step.size]
+        after = np.empty(step.size, dtype=np.int64)
+        after[:-1] = before[1:]
+        after[last_in_step] = country[step.size :]
+        return _collapse(step, frac, coords, before, after)
+
+
+def _collapse(
+    step: IntArray, frac: FloatArray, coords: FloatArray, before: IntArray, after: IntArray
+) -> Crossings:
+    """Reduce each step's stretches to the crossings the track must have made.
+
+    Stretches in no country are bridged. Between two fixes the route is unknown and
+    the geodesic only a guess, so an excursion that leaves a country and returns to it
+    within the step (A -> B -> A) is not evidence of a crossing and is reduced away,
+    repeatedly (a stack). What remains is the start country, any countries the route
+    must pass through, and the end country, each entered at the breakpoint where the
+    surviving entry happened.
+    """
+    rows: list[tuple[int, float, float, float, int, int]] = []
+    bounds = np.flatnonzero(np.concatenate([[True], step[1:] != step[:-1], [True]]))
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        stack: list[tuple[int, int]] = []  # (country, breakpoint index that entered it)
+        for j in range(a - 1, b):
+            c = int(before[a]) if j < a else int(after[j])
+            if c == -1 or (stack and stack[-1][0] == c):
+                continue
+            if len(stack) >= 2 and stack[-2][0] == c:
+                stack.pop()
+            else:
+                stack.append((c, j))
+        for (c_from, _), (c_to, j) in zip(stack[:-1], stack[1:], strict=True):
+            rows.append((int(step[j]), float(frac[j]), *map(float, coords[j]), c_from, c_to))
+    if not rows:
+        return _no_crossings()
+    st = np.array([r[0] for r in rows], dtype=np.int64)
+    _, first, counts = np.unique(st, return_index=True, return_counts=True)
+    return Crossings(
+        step=st,
+        order=np.arange(st.size) - np.repeat(first, counts),
+        count=np.repeat(counts, counts).astype(np.int64),
+        frac=np.array([r[1] for r in rows]),
+        lon=np.array([r[2] for r in rows]),
+        lat=np.array([r[3] for r in rows]),
+        from_idx=np.array([r[4] for r in rows], dtype=np.int64),
+        to_idx=np.array([r[5] for r in rows], dtype=np.int64),
+    )
+
+
+def _fraction_along(
+    lines: npt.NDArray[np.object_], dlon: FloatArray, dlat: FloatArray, offsets: IntArray,
+    step: IntArray, coords: FloatArray,
+) -> FloatArray:
+    """Fraction of the step's geodesic length at which each intersection point lies.
+
+    Densified vertices are equally spaced along the geodesic, so the fraction is
+    (segment index + position inside the segment) / number of segments; the position
+    inside one short chord is linear in degrees to well under a metre.
+    """
+    seg = np.hypot(np.diff(dlon), np.diff(dlat))
+    seg[offsets[1:-1] - 1] = 0.0  # the pseudo-segments joining one step to the next
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    d = shapely.line_locate_point(lines[step], shapely.points(coords))
+    base = cum[offsets[step]]
+    nseg = np.diff(offsets)[step] - 1
+    # Segment k of the step: the last vertex whose distance along the line is <= d.
+    key = cum + np.repeat(np.arange(offsets.size - 1), np.diff(offsets)) * 1e6
+    k = np.searchsorted(key, base + d + step * 1e6, side="right") - 1 - offsets[step]
+    k = np.clip(k, 0, nseg - 1)
+    a = offsets[step] + k
+    within = np.divide(base + d - cum[a], seg[a], out=np.zeros(step.size), where=seg[a] > 0)
+    return (k + np.clip(within, 0.0, 1.0)) / nseg
+
+
+def _border_pieces(polygons: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """Every ring cut into short linestrings sharing their end vertices."""
+    rings = shapely.get_rings(shapely.get_parts(polygons))
+    coords, ring_of = shapely.get_coordinates(rings, return_index=True)
+    ring_start = np.flatnonzero(np.concatenate([[True], ring_of[1:] != ring_of[:-1]]))
+    ring_end = np.concatenate([ring_start[1:], [ring_of.size]]) - 1  # last vertex
+    n_pieces = np.maximum(1, np.ceil((ring_end - ring_start) / EDGE_CHUNK)).astype(np.int64)
+    ring_of_piece = np.repeat(np.arange(ring_start.size), n_pieces)
+    k = np.arange(n_pieces.sum()) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    p_start = ring_start[ring_of_piece] + k * EDGE_CHUNK
+    p_end = np.minimum(p_start + EDGE_CHUNK, ring_end[ring_of_piece])
+    length = p_end - p_start + 1
+    vertex = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
+    vertex += np.repeat(p_start, length)
+    return shapely.linestrings(coords[vertex], indices=np.repeat(np.arange(length.size), length))
+
+
+def _no_crossings() -> Crossings:
+    i, f = np.empty(0, dtype=np.int64), np.empty(0)
+    return Crossings(i, i, i, f, f, f, i, i)

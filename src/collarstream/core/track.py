@@ -1,0 +1,455 @@
+"""The per-animal reducer: the one place where a track's history meets new fixes.
+
+    state, events = advance(state, batch, ctx)
+
+The live Faust agent keeps `state` in a table, the replay tool in a dict; both call
+this function, so a replay gives the steps, alerts and home ranges the live system
+gave. Events are a function of the time-sorted, de-duplicated track, not of arrival
+order: a late fix is slotted into place, the events around it are recomputed, and the
+difference against what was already emitted goes out as new events, corrections
+(same id, new content) and withdrawals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from collarstream.core import quality
+from collarstream.core.countries import CountryLayer
+from collarstream.core.steps import compute_steps, max_gap_seconds
+from collarstream.core.zones import UrbanFence
+from collarstream.timefmt import iso
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Event = dict[str, Any]
+
+# Good fixes recomputed before the first changed one: flags judge a fix by its
+# neighbours, so a change can reach this far back.
+CONTEXT_FIXES = 3
+
+
+@dataclass(frozen=True)
+class FixBatch:
+    """New fixes of one animal, any order, duplicates allowed."""
+
+    t_ms: IntArray
+    lon: FloatArray
+    lat: FloatArray
+    hdop: FloatArray
+    sats: FloatArray
+    received_ms: IntArray
+    tag: str = ""
+
+    @staticmethod
+    def empty() -> FixBatch:
+        f, i = np.empty(0), np.empty(0, dtype=np.int64)
+        return FixBatch(i, f, f, f, f, i)
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    window_days: float = 60.0
+    max_fixes: int = 5000
+    home_range_every: int = 12
+    home_range_min_fixes: int = 20
+    home_range_grid: int = 128
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a track is judged against: fences, species profiles, limits."""
+
+    countries: CountryLayer | None
+    urban: tuple[UrbanFence, ...] = ()
+    profile: quality.Profile = quality.PROFILES["default"]
+    profiles: Mapping[str, quality.Profile] = field(default_factory=dict)
+    config: TrackConfig = TrackConfig()
+
+    def profile_for(self, animal: str) -> quality.Profile:
+        return self.profiles.get(animal, self.profile)
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """One animal's recent track (sorted by time) and what was emitted from it."""
+
+    animal: str
+    tag: str
+    t_ms: IntArray
+    lon: FloatArray
+    lat: FloatArray
+    hdop: FloatArray
+    sats: FloatArray
+    received_ms: IntArray
+    flags: npt.NDArray[np.uint16]
+    zone: npt.NDArray[np.int8]  # (n, n_fences) level after each fix
+    burst_ms: IntArray  # burst start time of each good fix
+    arrival_deg: FloatArray  # arrival azimuth of the step ending at each fix
+    emitted: dict[str, tuple[int, str]]  # event id -> (anchor time, content digest)
+    since_home_range: int = 0
+
+    @staticmethod
+    def new(animal: str, n_fences: int = 0) -> TrackState:
+        f, i = np.empty(0), np.empty(0, dtype=np.int64)
+        return TrackState(
+            animal, "", i, f, f, f, f, i, np.empty(0, np.uint16),
+            np.empty((0, n_fences), np.int8), i, f, {},
+        )
+
+    def __len__(self) -> int:
+        return int(self.t_ms.size)
+
+
+def advance(state: TrackState, batch: FixBatch, ctx: Context) -> tuple[TrackState, list[Event]]:
+    """Fold a batch of fixes into the track; return the new state and the events."""
+    merged, first_new = _merge(state, batch)
+    if first_new is None:
+        return state, []
+    profile = ctx.profile_for(state.animal)
+    flags = quality.static_flags(
+        merged.t_ms, merged.lon, merged.lat, merged.hdop, merged.sats, profile
+    )
+    flags[quality.speed_outliers(merged.t_ms, merged.lon, merged.lat, flags == 0,
+                                 profile.max_speed_mps)] |= quality.IMPOSSIBLE_SPEED
+    # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
+    changed = np.flatnonzero(merged.flags != flags)
+    start = min(first_new, int(changed[0])) if changed.size else first_new
+    merged = replace(merged, flags=flags)
+    good_idx = np.flatnonzero(flags == 0)
+    # Recompute from a few good fixes back; over-inclusion is harmless (diffed below).
+    k = int(np.searchsorted(good_idx, start)) - CONTEXT_FIXES
+    r = int(good_idx[max(k, 0)]) if good_idx.size else start
+    r = min(r, start)
+    merged, events = _recompute(merged, r, ctx, profile)
+    merged, events = _diff(merged, events, anchor_from=int(merged.t_ms[r]))
+    merged, hr = _home_range(merged, int(np.count_nonzero(flags[first_new:] == 0)), ctx)
+    return _evict(merged, ctx.config), events + hr
+
+
+def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
+    """Insert new fixes in time order. An identical re-send (same time, place, HDOP and
+    satellites) is the same fix: it changes nothing, which makes redelivery idempotent."""
+    fresh = _fresh_rows(state, b)
+    if fresh.size == 0:
+        return state, None
+    idx = fresh
+    n_old = state.t_ms.size
+    t = np.concatenate([state.t_ms, b.t_ms[idx]])
+    lon = np.concatenate([state.lon, b.lon[idx]])
+    lat = np.concatenate([state.lat, b.lat[idx]])
+    hdop = np.concatenate([state.hdop, b.hdop[idx]])
+    sats = np.concatenate([state.sats, b.sats[idx]])
+    # Total order on content, not arrival: ties in time broken by HDOP then position.
+    order = np.lexsort((np.nan_to_num(sats, nan=-1), np.nan_to_num(lat, nan=999),
+                        np.nan_to_num(lon, nan=999), np.nan_to_num(hdop, nan=1e9), t))
+    is_new = np.concatenate([np.zeros(n_old, bool), np.ones(idx.size, bool)])[order]
+    n_f = state.zone.shape[1]
+    merged = TrackState(
+        animal=state.animal,
+        tag=b.tag or state.tag,
+        t_ms=t[order], lon=lon[order], lat=lat[order], hdop=hdop[order], sats=sats[order],
+        received_ms=np.concatenate([state.received_ms, b.received_ms[idx]])[order],
+        flags=np.concatenate([state.flags, np.full(idx.size, 0xFFFF, np.uint16)])[order],
+        zone=np.concatenate([state.zone, np.zeros((idx.size, n_f), np.int8)])[order],
+        burst_ms=np.concatenate([state.burst_ms, np.zeros(idx.size, np.int64)])[order],
+        arrival_deg=np.concatenate([state.arrival_deg, np.full(idx.size, np.nan)])[order],
+        emitted=state.emitted,
+        since_home_range=state.since_home_range,
+    )
+    return merged, int(np.flatnonzero(is_new)[0])
+
+
+def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
+    """Rows of the batch not already in the track (nor earlier in the batch)."""
+    seen = {_row_key(state, i) for i in np.flatnonzero(np.isin(state.t_ms, b.t_ms))}
+    fresh = []
+    for i in range(b.t_ms.size):
+        key = _row_key(b, i)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(i)
+    return np.asarray(fresh, dtype=np.int64)
+
+
+def _row_key(a: TrackState | FixBatch, i: int) -> tuple[int, float, float, float, float]:
+    # NaN != NaN, so missing values are keyed as a sentinel.
+    return (int(a.t_ms[i]), *(float(np.nan_to_num(v[i], nan=-1e300))
+                              for v in (a.lon, a.lat, a.hdop, a.sats)))
+
+
+def _recompute(
+    s: TrackState, r: int, ctx: Context, profile: quality.Profile
+) -> tuple[TrackState, list[Event]]:
+    """Steps, crossings and zone episodes of the track from fix r on."""
+    good = s.flags == 0
+    good[:r] = False
+    gi = np.flatnonzero(good)
+    zone, burst, arrival = s.zone.copy(), s.burst_ms.copy(), s.arrival_deg.copy()
+    if gi.size == 0:
+        return replace(s, zone=zone), []
+    prior = np.flatnonzero(s.flags[:r] == 0)
+    max_gap = max_gap_seconds(s.t_ms[s.flags == 0], profile.fix_interval_s,
+                              profile.burst_gap_intervals)
+    first = gi[0]
+    continues = _has_burst(s, first, prior, max_gap)
+    steps = compute_steps(
+        s.t_ms, s.lon, s.lat, good, max_gap,
+        prior_arrival_deg=float(arrival[first]) if continues else np.nan,
+        prior_burst_start_ms=int(burst[first]) if continues else None,
+    )
+    arrival[gi[1:]] = np.nan
+    if not continues:
+        arrival[first] = np.nan
+    arrival[steps.i1] = steps.arrival_deg
+    burst[steps.i0] = steps.burst_start_ms
+    burst[steps.i1] = steps.burst_start_ms
+    lone = gi[~np.isin(gi, np.concatenate([steps.i0, steps.i1]))]
+    lone = lone[lone != first] if continues else lone  # `first` keeps the burst it continues
+    burst[lone] = s.t_ms[lone]
+    events = [_step_event(s, steps, j) for j in range(len(steps))]
+    events += _crossing_events(s, steps, gi, ctx.countries)
+    for f, fence in enumerate(ctx.urban):
+        carry = int(s.zone[prior[-1], f]) if prior.size else 0
+        levels = fence.levels(s.lon[gi], s.lat[gi], carry)
+        zone[gi, f] = levels
+        events += _zone_events(s, fence, gi, levels, carry)
+    return replace(s, zone=zone, burst_ms=burst, arrival_deg=arrival), events
+
+
+def _has_burst(s: TrackState, first: int, prior: IntArray, max_gap: float) -> bool:
+    """Whether fix `first` continues the burst of the good fix before it."""
+    if prior.size == 0:
+        return False
+    return (s.t_ms[first] - s.t_ms[prior[-1]]) / 1000.0 <= max_gap
+
+
+def _digest(event: Event) -> str:
+    body = repr(sorted((k, v) for k, v in event.items() if k != "id")).encode()
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+def event_id(prefix: str, *parts: object) -> str:
+    """Deterministic id: the same facts give the same id, on any worker, on replay."""
+    body = "|".join(str(p) for p in parts).encode()
+    return f"{prefix}-{hashlib.sha256(body).hexdigest()[:32]}"
+
+
+def _diff(
+    s: TrackState, events: list[Event], anchor_from: int
+) -> tuple[TrackState, list[Event]]:
+    """Emit what is new or changed since last time; withdraw what is no longer true."""
+    emitted = dict(s.emitted)
+    out: list[Event] = []
+    current = set()
+    for ev in events:
+        anchor = ev.pop("_anchor")
+        digest = _digest(ev)
+        current.add(ev["id"])
+        if emitted.get(ev["id"], (0, ""))[1] != digest:
+            emitted[ev["id"]] = (anchor, digest)
+            out.append(ev)
+    for eid, (anchor, _) in list(s.emitted.items()):
+        if anchor >= anchor_from and eid not in current:
+            del emitted[eid]
+            out.append(_withdrawal(s, eid))
+    return replace(s, emitted=emitted), out
+
+
+def _withdrawal(s: TrackState, eid: str) -> Event:
+    if eid.startswith("stp-"):
+        return {"type": "step", "id": eid, "status": "withdrawn",
+                "individual-local-identifier": s.animal}
+    return {
+        "type": "alert", "id": event_id("alr", eid, "withdrawn"), "kind": "withdrawal",
+        "severity": "info", "individual-local-identifier": s.animal,
+        "tag-local-identifier": s.tag, "withdraws": eid,
+        "reason": "a late or corrected fix changed the track; the alert no longer holds",
+    }
+
+
+def _step_event(s: TrackState, st: Any, j: int) -> Event:
+    i0, i1 = int(st.i0[j]), int(st.i1[j])
+    t0, t1 = int(s.t_ms[i0]), int(s.t_ms[i1])
+    turn = float(st.turn_deg[j])
+    heading = float(st.heading_deg[j])
+    return {
+        "type": "step",
+        "_anchor": t0,
+        "id": event_id("stp", s.animal, t0, t1),
+        "status": "current",
+        "individual-local-identifier": s.animal,
+        "start-timestamp": iso(t0),
+        "end-timestamp": iso(t1),
+        "start-location-long": float(s.lon[i0]),
+        "start-location-lat": float(s.lat[i0]),
+        "end-location-long": float(s.lon[i1]),
+        "end-location-lat": float(s.lat[i1]),
+        "distance_m": round(float(st.dist_m[j]), 4),
+        "duration_s": float(st.dt_s[j]),
+        "speed_mps": round(float(st.speed_mps[j]), 6),
+        "heading_deg": None if np.isnan(heading) else round(heading, 6),
+        "turn_angle_deg": None if np.isnan(turn) else round(turn, 6),
+        "burst-start-timestamp": iso(int(st.burst_start_ms[j])),
+    }
+
+
+def _alert(s: TrackState, i: int, kind: str, severity: str, eid: str, anchor: int,
+           lon: float, lat: float, details: Event) -> Event:
+    t, rec = int(s.t_ms[i]), int(s.received_ms[i])
+    return {
+        "type": "alert",
+        "_anchor": anchor,
+        "id": eid,
+        "kind": kind,
+        "severity": severity,
+        "individual-local-identifier": s.animal,
+        "tag-local-identifier": s.tag,
+        "fix-timestamp": iso(t),
+        "received-timestamp": iso(rec),
+        "fix-age_s": round((rec - t) / 1000.0, 3),
+        "location-long": round(lon, 7),
+        "location-lat": round(lat, 7),
+        "details": details,
+    }
+
+
+def _country(layer: CountryLayer, k: int) -> dict[str, str]:
+    return {"code": layer.codes[k], "name": layer.names[k], "name_ru": layer.names_ru[k]}
+
+
+def _crossing_events(
+    s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer | None
+) -> list[Event]:
+    if layer is None or gi.size < 2:
+        return []
+    out: list[Event] = []
+    x = layer.crossings(s.lon[steps.i0], s.lat[steps.i0], s.lon[steps.i1], s.lat[steps.i1])
+    for c in range(len(x)):
+        j = int(x.step[c])
+        i0, i1 = int(steps.i0[j]), int(steps.i1[j])
+        t0, t1 = int(s.t_ms[i0]), int(s.t_ms[i1])
+        t_cross = t0 + round(float(x.frac[c]) * (t1 - t0))
+        a, b = int(x.from_idx[c]), int(x.to_idx[c])
+        eid = event_id("alr", s.animal, "border-crossing", t0, t1, layer.codes[a], layer.codes[b])
+        out.append(_alert(s, i1, "border-crossing", "warning", eid, t0,
+                          float(x.lon[c]), float(x.lat[c]), {
+            "from": _country(layer, a), "to": _country(layer, b),
+            "path": "geodesic", "crossing-timestamp": iso(t_cross),
+            "order": int(x.order[c]), "count": int(x.count[c]),
+            "step-start-timestamp": iso(t0), "step-end-timestamp": iso(t1),
+        }))
+    out += _gap_crossings(s, steps, gi, layer)
+    return out
+
+
+def _gap_crossings(s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer) -> list[Event]:
+    """Consecutive good fixes too far apart in time for a step: the route is unknown,
+    but a change of country between them is still a crossing (an animal whose collar
+    was silent for days and reappears across the border must still be reported)."""
+    is_step = np.isin(gi[:-1], steps.i0)
+    i0, i1 = gi[:-1][~is_step], gi[1:][~is_step]
+    if i0.size == 0:
+        return []
+    c0, c1 = layer.locate(s.lon[i0], s.lat[i0]), layer.locate(s.lon[i1], s.lat[i1])
+    out = []
+    for a, b, p, q in zip(c0, c1, i0, i1, strict=True):
+        if a == -1 or b == -1 or a == b:
+            continue
+        t0, t1 = int(s.t_ms[p]), int(s.t_ms[q])
+        eid = event_id("alr", s.animal, "border-crossing", t0, t1, layer.codes[a], layer.codes[b])
+        out.append(_alert(s, int(q), "border-crossing", "warning", eid, t0,
+                          float(s.lon[q]), float(s.lat[q]), {
+            "from": _country(layer, int(a)), "to": _country(layer, int(b)),
+            "path": "gap", "crossing-timestamp": None, "order": 0, "count": 1,
+            "step-start-timestamp": iso(t0), "step-end-timestamp": iso(t1),
+        }))
+    return out
+
+
+def _zone_events(
+    s: TrackState, fence: UrbanFence, gi: IntArray, levels: npt.NDArray[np.int8], carry: int
+) -> list[Event]:
+    prev = np.concatenate([[carry], levels[:-1]])
+    out = []
+    for j in np.flatnonzero(levels != prev):
+        i, lvl, was = int(gi[j]), int(levels[j]), int(prev[j])
+        if 0 < lvl < was:
+            continue  # moving outwards between zones: quiet until it is out of all of them
+        enter = lvl > was
+        zone = fence.zones[lvl - 1] if enter else fence.zones[0]
+        t = int(s.t_ms[i])
+        anchor = int(s.t_ms[gi[j - 1]]) if j > 0 else t
+        transition = "enter" if enter else "exit"
+        eid = event_id("alr", s.animal, "urban-edge", fence.id, transition, lvl, t)
+        out.append(_alert(s, i, "urban-edge", zone.severity if enter else "info", eid, anchor,
+                          float(s.lon[i]), float(s.lat[i]), {
+            "fence-id": fence.id, "fence-name": fence.name, "transition": transition,
+            "zone": zone.name if enter else None, "level": lvl, "levels": len(fence.zones),
+            "previous-level": was,
+        }))
+    return out
+
+
+def _home_range(s: TrackState, new_good: int, ctx: Context) -> tuple[TrackState, list[Event]]:
+    cfg = ctx.config
+    pending = s.since_home_range + new_good
+    good = s.flags == 0
+    if pending < cfg.home_range_every or np.count_nonzero(good) < cfg.home_range_min_fixes:
+        return replace(s, since_home_range=pending), []
+    from collarstream.core.homerange import home_ranges
+
+    ranges = home_ranges(s.lon[good], s.lat[good], grid_size=cfg.home_range_grid)
+    through = int(s.t_ms[good][-1])
+    event = home_range_event(s.animal, through, int(np.count_nonzero(good)), ranges)
+    return replace(s, since_home_range=0), [event]
+
+
+def home_range_event(animal: str, through_ms: int, n: int, ranges: list[Any]) -> Event:
+    import shapely
+
+    return {
+        "type": "home-range",
+        "id": event_id("hr", animal, through_ms, n),
+        "individual-local-identifier": animal,
+        "computed-through-timestamp": iso(through_ms),
+        "n_fixes": n,
+        "ranges": [
+            {
+                "method": r.method,
+                "level": float(r.level),
+                "area_km2": round(float(r.area_km2), 6),
+                "bandwidth_m": None if r.bandwidth_m is None else float(r.bandwidth_m),
+                "geometry": shapely.geometry.mapping(r.geometry_lonlat),
+            }
+            for r in ranges
+        ],
+    }
+
+
+def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
+    """Keep a bounded window; older fixes can no longer be re-slotted live."""
+    if s.t_ms.size == 0:
+        return s
+    horizon = int(s.t_ms[-1] - cfg.window_days * 86_400_000)
+    cut = max(int(np.searchsorted(s.t_ms, horizon)), s.t_ms.size - cfg.max_fixes)
+    # Keep the last few good fixes before the cut as context for late arrivals.
+    good_before = np.flatnonzero(s.flags[:cut] == 0)
+    if good_before.size:
+        cut = min(cut, int(good_before[-min(CONTEXT_FIXES, good_before.size)]))
+    if cut <= 0:
+        return s
+    keep = slice(cut, None)
+    t_keep = int(s.t_ms[cut])
+    return replace(
+        s, t_ms=s.t_ms[keep], lon=s.lon[keep], lat=s.lat[keep], hdop=s.hdop[keep],
+        sats=s.sats[keep], received_ms=s.received_ms[keep], flags=s.flags[keep],
+        zone=s.zone[keep], burst_ms=s.burst_ms[keep], arrival_deg=s.arrival_deg[keep],
+        emitted={k: v for k, v in s.emitted.items() if v[0] >= t_keep},
+    )

@@ -1,0 +1,190 @@
+"""`collarstream demo`: broker, worker and collar simulator together, alerts on screen.
+
+Simulated time runs `speed` times faster than the clock: collar uploads are sent to
+the raw topic when their (simulated) upload time comes, the worker runs as a real
+Faust worker in a child process, and alerts are read back from the alerts topic and
+printed for a person. Ctrl-C or --duration stops everything; no process is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from collarstream.simulate import DEFAULT_START_MS, Upload, simulate
+from collarstream.stream.broker import connect
+from collarstream.stream.topics import TopicNames, ensure_topics
+from collarstream.timefmt import iso
+
+GARBAGE = [
+    b"{not json",
+    b'{"individual-local-identifier": "SL-ALM-01", "timestamp": "yesterday"}',
+    b'{"individual-local-identifier": "SL-ALM-02", "timestamp": "2026-03-01T00:00:00Z",'
+    b' "location-long": 181.5, "location-lat": 43.1}',
+    b'{"timestamp": "2026-03-01T00:00:00Z", "location-long": 77.0, "location-lat": 43.1}',
+    b'{"individual-local-identifier": "SL-ALM-03", "timestamp": "2026-03-01T00:00:00Z",'
+    b' "location-long": "77.0", "location-lat": 43.1}',
+]
+
+
+def run_demo(duration_s: float, speed: float, seed: int, partitions: int = 4,
+             out: Any = sys.stdout) -> Counter[str]:
+    """Run the demo; returns counts of what was shown (alerts by kind, dead letters)."""
+    say = _printer(out)
+    say(f"collarstream demo: {speed:g}x simulated time, seed {seed}, "
+        f"{'until Ctrl-C' if duration_s <= 0 else f'{duration_s:g} s'}")
+    with connect() as broker, tempfile.TemporaryDirectory(prefix="collarstream-demo-") as tmp:
+        bootstrap = broker.bootstrap_servers
+        names = TopicNames(f"demo-{uuid.uuid4().hex[:8]}")
+        say(f"broker: {bootstrap} ({'embedded Tansu' if broker.owns_process else 'external'}); "
+            f"topics {names.prefix}.*")
+        ensure_topics(bootstrap, names, partitions=partitions)
+        worker = _start_worker(bootstrap, names, Path(tmp), partitions)
+        stop = threading.Event()
+        feeder = threading.Thread(
+            target=_feed, args=(bootstrap, names, simulate(seed=seed, days=30), speed, stop),
+            daemon=True,
+        )
+        counts: Counter[str] = Counter()
+        try:
+            feeder.start()
+            for line, kind in _watch(bootstrap, names, duration_s, stop, worker):
+                counts[kind] += 1
+                say(line)
+        except KeyboardInterrupt:
+            say("interrupted")
+        finally:
+            stop.set()
+            feeder.join(timeout=5)
+            _stop_worker(worker)
+            log = Path(tmp) / "worker.log"
+            if worker.returncode not in (0, -signal.SIGTERM, None) and log.exists():
+                say("worker log tail:\n" + log.read_text()[-3000:])
+        say("summary: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"))
+        return counts
+
+
+def _printer(out: Any) -> Any:
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    return say
+
+
+def _start_worker(bootstrap: str, names: TopicNames, tmp: Path, partitions: int
+                  ) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "COLLARSTREAM_TOPIC_PREFIX": names.prefix,
+        "COLLARSTREAM_APP_ID": f"{names.prefix}-worker",
+        "COLLARSTREAM_DATA_DIR": str(tmp / "data"),
+        "COLLARSTREAM_PARTITIONS": str(partitions),
+        "COLLARSTREAM_WEB_ENABLED": "false",
+    })
+    log = open(tmp / "worker.log", "wb")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen([sys.executable, "-m", "collarstream", "worker"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def _feed(bootstrap: str, names: TopicNames, uploads: list[Upload], speed: float,
+          stop: threading.Event) -> None:
+    """Send each upload when its simulated time comes; some garbage along the way."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    t0 = time.monotonic()
+    try:
+        for n, up in enumerate(uploads):
+            due = t0 + (up.received_ms - DEFAULT_START_MS) / 1000.0 / speed
+            while not stop.is_set() and time.monotonic() < due:
+                time.sleep(min(0.05, due - time.monotonic()))
+            if stop.is_set():
+                return
+            fixes = [{**f, "received-timestamp": iso(up.received_ms)} for f in up.fixes]
+            producer.send(names.raw_fixes, key=up.animal.encode(), value=orjson.dumps(fixes))
+            if n % 25 == 7:
+                producer.send(names.raw_fixes, value=GARBAGE[(n // 25) % len(GARBAGE)])
+            producer.flush()
+    finally:
+        producer.close(timeout=5)
+
+
+def _watch(bootstrap: str, names: TopicNames, duration_s: float, stop: threading.Event,
+           worker: subprocess.Popen[bytes]) -> Iterator[tuple[str, str]]:
+    """Alerts and dead letters as they arrive, as lines for a person."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=200)
+    parts = [TopicPartition(t, p) for t in (names.alerts, names.dead_letter)
+             for p in range(_partitions(consumer, t))]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    end = time.monotonic() + duration_s if duration_s > 0 else float("inf")
+    try:
+        while time.monotonic() < end and not stop.is_set():
+            if worker.poll() is not None:
+                yield f"worker exited with code {worker.returncode}", "worker-exit"
+                return
+            for records in consumer.poll(timeout_ms=200).values():
+                for rec in records:
+                    doc = orjson.loads(rec.value)
+                    yield describe(doc, rec.topic == names.dead_letter)
+    finally:
+        consumer.close()
+
+
+def _partitions(consumer: KafkaConsumer, topic: str) -> int:
+    for _ in range(50):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return len(parts)
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {topic} has no partitions")
+
+
+def describe(doc: dict[str, Any], dead: bool = False) -> tuple[str, str]:
+    """One human line for an alert or a dead letter, and its kind for counting.
+
+    Positions are shown to 0.1 degree (~10 km): the terminal is not the place for the
+    precise location of an endangered cat.
+    """
+    if dead:
+        return f"  DEAD-LETTER  {doc['reason']}", "dead-letter"
+    kind, animal = doc["kind"], doc["individual-local-identifier"]
+    if kind == "withdrawal":
+        return f"  WITHDRAWN    {animal}: alert {doc['withdraws'][:12]}… ({doc['reason']})", kind
+    d = doc["details"]
+    when = doc["fix-timestamp"][:16].replace("T", " ")
+    age = doc["fix-age_s"] / 3600.0
+    where = f"near {doc['location-lat']:.1f}°N {doc['location-long']:.1f}°E"
+    if kind == "border-crossing":
+        how = "between fixes days apart" if d["path"] == "gap" else "crossed"
+        text = (f"{animal} {how} {d['from']['name']} → {d['to']['name']} {where}")
+    else:
+        if d["transition"] == "enter":
+            text = f"{animal} entered zone '{d['zone']}' of {d['fence-id']} {where}"
+        else:
+            text = f"{animal} left all zones of {d['fence-id']} (all clear) {where}"
+    sev = doc["severity"].upper()
+    return f"[{when}Z] {sev:<8} {kind:<15} {text}  (fix {age:.1f} h old on arrival)", kind

@@ -1,0 +1,189 @@
+"""The Faust app: raw fixes -> validated fixes -> steps, alerts, home ranges.
+
+Two agents, both on micro-batches (`take_events(n, within=...)`):
+
+* `validate_fix` reads the raw topic (a fix or a collar upload per message), sends
+  what breaks the contract to the dead-letter topic with the reason and the original
+  bytes, and re-keys valid fixes by animal onto the fixes topic, one message per
+  animal per batch. The raw topic cannot be trusted to be keyed by animal; this hop
+  is what makes the next one's table partitioning correct.
+* `track_fix` reads the fixes topic, groups a batch by animal and calls the pure
+  reducer `core.track.advance` once per animal, with the animal's state from the
+  `animal_to_track` table: one coalesced table write per animal per batch, not one
+  per fix.
+
+Delivery is at-least-once (Tansu has no transactions): after a crash a batch may be
+processed again, and the reducer's deterministic ids and idempotent merge make the
+repeat emit the same ids, which sinks drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import orjson
+from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from collarstream.config import Settings
+from collarstream.core.quality import PROFILES
+from collarstream.core.track import Context, TrackState, advance
+from collarstream.fences import default_urban_path, load_countries, load_fence_file
+from collarstream.stream import state_codec
+from collarstream.stream.topics import TopicNames
+from collarstream.wire import Fix, InvalidFix, dead_letter, parse_message, to_batch
+
+log = logging.getLogger(__name__)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust hard-codes 1,500 ms; aiokafka reads this attribute when it starts.
+        consumer._fetch_max_wait_ms = self.app.conf.collarstream_fetch_wait_ms
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class CollarApp(faust.App):
+    """faust.App whose consumer fetch wait is a setting (latency on Tansu depends on it)."""
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self, loop=self.loop)
+
+
+def build_app(settings: Settings) -> CollarApp:
+    if not settings.bootstrap_servers:
+        raise ValueError("KAFKA_BOOTSTRAP_SERVERS: the worker needs a broker address")
+    names = TopicNames(settings.topic_prefix)
+    app = CollarApp(
+        settings.app_id,
+        broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        producer_linger=0.002,
+    )
+    app.conf.collarstream_fetch_wait_ms = settings.fetch_wait_ms
+    countries = load_countries(settings.countries)
+    urban = load_fence_file(settings.urban_fences or default_urban_path())
+    ctx = Context(
+        countries, urban, profile=PROFILES[settings.profile], profiles=_leopard_profiles()
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+
+    raw, fixes = topic(names.raw_fixes), topic(names.fixes)
+    outputs = {
+        "step": topic(names.steps),
+        "alert": topic(names.alerts),
+        "home-range": topic(names.home_ranges),
+    }
+    dlq = topic(names.dead_letter)
+    animal_to_track = app.Table(
+        "animal_to_track",
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    @app.agent(raw, name="validate_fix")
+    async def validate_fix(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            by_animal: dict[str, list[Fix]] = defaultdict(list)
+            for ev in events:
+                msg = ev.message
+                try:
+                    for fix in parse_message(msg.value, received_ms=_received_ms(msg)):
+                        by_animal[fix.animal].append(fix)
+                except InvalidFix as exc:
+                    record = dead_letter(
+                        msg.value,
+                        str(exc),
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        msg.key,
+                        _received_ms(msg),
+                    )
+                    await dlq.send(key=msg.key, value=orjson.dumps(record))
+            for animal, items in by_animal.items():
+                body = orjson.dumps([f.to_json() for f in items])
+                await fixes.send(key=animal.encode(), value=body)
+
+    @app.agent(fixes, name="track_fix")
+    async def track_fix(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            grouped: dict[bytes, list[Any]] = defaultdict(list)
+            for ev in events:
+                grouped[ev.message.key].append(ev)
+            for key, evs in grouped.items():
+                await _track_animal(key, evs)
+
+    async def _track_animal(key: bytes, evs: Sequence[Any]) -> None:
+        items: list[Fix] = []
+        for ev in evs:
+            for fix in parse_message(ev.message.value, received_ms=_received_ms(ev.message)):
+                items.append(fix)
+        animal = key.decode()
+        raw_state = animal_to_track.get(key)
+        state = (
+            state_codec.decode(raw_state)
+            if raw_state is not None
+            else TrackState.new(animal, len(urban))
+        )
+        state, out = advance(state, to_batch(items), ctx)
+        # Tables write to the partition of the event being processed; after a batch
+        # `take_events` leaves none current, so borrow this animal's last event.
+        token = _current_event.set(weakref.ref(evs[-1]))
+        try:
+            animal_to_track[key] = state_codec.encode(state)
+        finally:
+            _current_event.reset(token)
+        for event in out:
+            await outputs[event["type"]].send(key=key, value=orjson.dumps(event))
+
+    app.collarstream_topics = names  # type: ignore[attr-defined]
+    return app
+
+
+def _received_ms(msg: Any) -> int:
+    ts = getattr(msg, "timestamp", None)
+    return int(ts * 1000) if ts else int(time.time() * 1000)
+
+
+def _leopard_profiles() -> dict[str, Any]:
+    # The Persian leopard profile applies to the Kyzylsai male; snow leopards default.
+    return {"PL-KYZ-01": PROFILES["persian-leopard"]}
