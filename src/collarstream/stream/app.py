@@ -110,14 +110,11 @@ def build_app(settings: Settings) -> CollarApp:
         "home-range": topic(names.home_ranges),
     }
     dlq = topic(names.dead_letter)
-    animal_to_track = app.Table(
-        "animal_to_track",
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    animal_to_track = app.Table("animal_to_track", partitions=settings.partitions)
+    # Faust derives serializers from key/value types (json for bytes); state_codec
+    # already makes bytes. Set before the store and changelog topic are created (lazily).
+    animal_to_track.key_serializer = "raw"
+    animal_to_track.value_serializer = "raw"
 
     @app.agent(raw, name="validate_fix")
     async def validate_fix(stream: faust.StreamT) -> None:

@@ -1,0 +1,1 @@
+"""Kafka edges: the embedded broker, topic names and small produce/consume helpers."""
