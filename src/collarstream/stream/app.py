@@ -87,11 +87,8 @@ def build_app(settings: Settings) -> CollarApp:
         producer_linger=0.002,
     )
     app.conf.collarstream_fetch_wait_ms = settings.fetch_wait_ms
-    countries = load_countries(settings.countries)
-    urban = load_fence_file(settings.urban_fences or default_urban_path())
-    ctx = Context(
-        countries, urban, profile=PROFILES[settings.profile], profiles=_leopard_profiles()
-    )
+    ctx = live_context(settings)
+    n_fences = len(ctx.urban)
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(
@@ -159,7 +156,7 @@ def build_app(settings: Settings) -> CollarApp:
         state = (
             state_codec.decode(raw_state)
             if raw_state is not None
-            else TrackState.new(animal, len(urban))
+            else TrackState.new(animal, n_fences)
         )
         state, out = advance(state, to_batch(items), ctx)
         # Tables write to the partition of the event being processed; after a batch
@@ -181,6 +178,12 @@ def _received_ms(msg: Any) -> int:
     return int(ts * 1000) if ts else int(time.time() * 1000)
 
 
-def _leopard_profiles() -> dict[str, Any]:
-    # The Persian leopard profile applies to the Kyzylsai male; snow leopards default.
-    return {"PL-KYZ-01": PROFILES["persian-leopard"]}
+def live_context(settings: Settings) -> Context:
+    """What the worker judges tracks against; replay builds the same from the same settings."""
+    return Context(
+        load_countries(settings.countries),
+        load_fence_file(settings.urban_fences or default_urban_path()),
+        profile=PROFILES[settings.profile],
+        # The Kyzylsai male is a Persian leopard; the collared snow leopards take the default.
+        profiles={"PL-KYZ-01": PROFILES["persian-leopard"]},
+    )
