@@ -78,13 +78,19 @@ class CountryLayer:
         ok = np.isfinite(lon) & np.isfinite(lat)
         if not ok.any():
             return out
-        pts = shapely.points(lon[ok], lat[ok])
-        hit_pt, hit_poly = self.tree.query(pts, predicate="intersects")
-        best = np.full(pts.size, np.iinfo(np.int64).max)
-        np.minimum.at(best, hit_pt, hit_poly)
-        found = best != np.iinfo(np.int64).max
-        sub = np.full(pts.size, -1, dtype=np.int64)
-        sub[found] = best[found]
+        x, y = lon[ok], lat[ok]
+        # The tree only narrows by bounding box: its predicates would run against the
+        # unprepared polygon. contains_xy on the prepared polygon is ~100x faster.
+        hit_pt, hit_poly = self.tree.query(shapely.points(x, y))
+        sub = np.full(x.size, -1, dtype=np.int64)
+        order = np.lexsort((hit_pt, hit_poly))
+        hit_pt, hit_poly = hit_pt[order], hit_poly[order]
+        bounds = np.flatnonzero(np.diff(hit_poly, prepend=-1, append=-1))
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            k, pts = int(hit_poly[start]), hit_pt[start:end]
+            inside = pts[shapely.contains_xy(self.polygons[k], x[pts], y[pts])]
+            # Highest index first, so the lowest index wins on a shared border.
+            sub[inside] = np.where((sub[inside] == -1) | (sub[inside] > k), k, sub[inside])
         out[ok] = sub
         return out
 
