@@ -468,27 +468,18 @@ def test_documented_differences_between_parse_fix_and_schema() -> None:
     assert not _errors("fix", doc) and not _parses(doc)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/collarstream/timefmt.py: _ISO uses \\d without "
-                   "re.ASCII, so parse_ms (and parse_fix) accept non-ASCII digits such as "
-                   "'２０２５' (fullwidth) or Arabic-Indic digits; the schema allows [0-9] only")
 def test_parse_fix_rejects_non_ascii_digits() -> None:
     doc = _fix(timestamp="２０２５-05-01T04:00:00Z")
     assert _errors("fix", doc)
     assert not _parses(doc)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/collarstream/wire.py _number: float(v) of a huge "
-                   "int raises OverflowError instead of InvalidFix (reachable via parse_fix with "
-                   "json.loads input; orjson turns such literals into floats first)")
 def test_parse_fix_rejects_huge_integers_with_invalid_fix() -> None:
     doc = _fix(**{"location-long": 10**400, "location-lat": 0})
     assert _errors("fix", doc)
     assert not _parses(doc)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/collarstream/fences.py _urban_fence: a zone's "
-                   "severity is taken as any string, so an alert can carry a severity outside the "
-                   "alert schema's enum (info, warning, critical)")
 def test_fence_file_rejects_unknown_severity(tmp_path: Path) -> None:
     doc = json.loads(default_urban_path().read_text(encoding="utf-8"))
     doc["features"][0]["properties"]["zones"][0]["severity"] = "urgent"
@@ -504,9 +495,6 @@ def test_timestamp_pattern_matches_emitted_form() -> None:
         assert pattern.search(iso(ms))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG src/collarstream/core/track.py _step_event: "
-                   "round(heading, 6) turns a heading of 359.9999999 into 360.0, outside [0, 360) "
-                   "(and a turn of -179.9999999 into -180.0, outside (-180, 180])")
 def test_step_heading_stays_below_360_after_rounding() -> None:
     ctx = Context(None, (), quality.Profile("cuckoo", 70.0, fix_interval_s=86400))
     # Due north over 10 degrees, 1e-9 degrees (0.1 mm) west: azimuth -6e-9 degrees.

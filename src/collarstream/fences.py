@@ -42,7 +42,8 @@ def load_countries(path: str | Path | None = None) -> CountryLayer:
 
     src = natural_earth_path() if path is None else Path(path)
     uri = f"zip://{src}" if src.suffix == ".zip" else str(src)
-    df = gpd.read_file(uri)
+    # The shipped shapefile has no .cpg: without this its UTF-8 names read as Latin-1.
+    df = gpd.read_file(uri, encoding="utf-8")
     df.columns = [c.lower() if c != "geometry" else c for c in df.columns]
     for key in ("adm0_a3", "name"):
         if key not in df.columns:
@@ -99,14 +100,20 @@ def _urban_fence(path: Path, i: int, feat: dict[str, Any], props: dict[str, Any]
     zones = []
     for j, z in enumerate(raw_zones):
         try:
-            zones.append(Zone(str(z["name"]), float(z["distance_m"]), str(z.get("severity", "warning"))))
+            zone = Zone(str(z["name"]), float(z["distance_m"]), str(z.get("severity", "warning")))
         except (KeyError, TypeError, ValueError) as exc:
             raise FenceError(f"{where} ({name}): zones[{j}]: needs name and distance_m") from exc
+        if zone.severity not in SEVERITIES:
+            raise FenceError(f"{where} ({name}): zones[{j}].severity must be one of "
+                             f"{', '.join(SEVERITIES)}, got {zone.severity!r}")
+        zones.append(zone)
     hysteresis = props.get("hysteresis_m", 250.0)
     if not isinstance(hysteresis, int | float) or hysteresis < 0:
         raise FenceError(f"{where} ({name}): 'hysteresis_m' must be a number >= 0")
     return UrbanFence(name, str(props.get("id", name)), geom, tuple(zones), float(hysteresis))
 
+
+SEVERITIES = ("info", "warning", "critical")
 
 DEFAULT_ZONES = [
     {"name": "within 5 km", "distance_m": 5000, "severity": "info"},

@@ -6,7 +6,8 @@ import re
 from datetime import UTC, datetime
 
 _ISO = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]00:?00)?$"
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]00:?00)?$",
+    re.ASCII,  # \d would also match fullwidth and Arabic-Indic digits
 )
 
 

@@ -133,7 +133,10 @@ def _number(item: dict[str, Any], key: str, where: str, lo: float, hi: float) ->
         return math.nan
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise InvalidFix(f"{where}{key} must be a number or null, got {type(v).__name__}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
     if not math.isfinite(f) or not lo <= f <= hi:
         raise InvalidFix(f"{where}{key}={v} is out of range [{lo:g}, {hi:g}]")
     return f

@@ -73,7 +73,8 @@ def densify(
         np.asarray(lon0, np.float64)[step], np.asarray(lat0, np.float64)[step],
         az[step], dist[step] * frac,
     )
-    # Land exactly on the recorded end point rather than on its float round-trip.
+    # Land exactly on the recorded fixes rather than on their float round-trip.
     ends = offsets[1:] - 1
+    lon[offsets[:-1]], lat[offsets[:-1]] = lon0, lat0
     lon[ends], lat[ends] = lon1, lat1
     return lon, lat, offsets

@@ -34,7 +34,9 @@ class Steps:
 
 def wrap180(deg: FloatArray) -> FloatArray:
     """Angle difference folded into (-180, 180]."""
-    return 180.0 - np.mod(180.0 - deg, 360.0)
+    r = 180.0 - np.mod(180.0 - deg, 360.0)
+    # np.mod can round 360 - tiny up to 360.0, which would land on -180 exactly.
+    return np.where(r <= -180.0, r + 360.0, r)
 
 
 def compute_steps(

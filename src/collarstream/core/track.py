@@ -219,7 +219,8 @@ def _recompute(
         carry = int(s.zone[prior[-1], f]) if prior.size else 0
         levels = fence.levels(s.lon[gi], s.lat[gi], carry)
         zone[gi, f] = levels
-        events += _zone_events(s, fence, gi, levels, carry)
+        prev_t = int(s.t_ms[prior[-1]]) if prior.size else None
+        events += _zone_events(s, fence, gi, levels, carry, prev_t)
     return replace(s, zone=zone, burst_ms=burst, arrival_deg=arrival), events
 
 
@@ -253,8 +254,10 @@ def _diff(
         digest = _digest(ev)
         current.add(ev["id"])
         if emitted.get(ev["id"], (0, ""))[1] != digest:
-            emitted[ev["id"]] = (anchor, digest)
             out.append(ev)
+        # The anchor follows the track even when the event is unchanged: a fix slotted
+        # in before it moves it, as the single pass over the whole track would have.
+        emitted[ev["id"]] = (anchor, digest)
     for eid, (anchor, _) in list(s.emitted.items()):
         if anchor >= anchor_from and eid not in current:
             del emitted[eid]
@@ -294,10 +297,18 @@ def _step_event(s: TrackState, st: Any, j: int) -> Event:
         "distance_m": round(float(st.dist_m[j]), 4),
         "duration_s": float(st.dt_s[j]),
         "speed_mps": round(float(st.speed_mps[j]), 6),
-        "heading_deg": None if np.isnan(heading) else round(heading, 6),
-        "turn_angle_deg": None if np.isnan(turn) else round(turn, 6),
+        "heading_deg": None if np.isnan(heading) else _angle(heading, 0.0),
+        "turn_angle_deg": None if np.isnan(turn) else _angle(turn, -180.0),
         "burst-start-timestamp": iso(int(st.burst_start_ms[j])),
     }
+
+
+def _angle(deg: float, low: float) -> float:
+    """Rounded to 1e-6 degree and kept in [low, low + 360) or, for turns, (-180, 180]."""
+    r = round(deg, 6)
+    if low == 0.0:
+        return r % 360.0
+    return r + 360.0 if r <= -180.0 else r
 
 
 def _alert(s: TrackState, i: int, kind: str, severity: str, eid: str, anchor: int,
@@ -374,8 +385,10 @@ def _gap_crossings(s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer)
 
 
 def _zone_events(
-    s: TrackState, fence: UrbanFence, gi: IntArray, levels: npt.NDArray[np.int8], carry: int
+    s: TrackState, fence: UrbanFence, gi: IntArray, levels: npt.NDArray[np.int8], carry: int,
+    prev_t: int | None,
 ) -> list[Event]:
+    """Zone transitions, each anchored at the good fix before it (the step leading in)."""
     prev = np.concatenate([[carry], levels[:-1]])
     out = []
     for j in np.flatnonzero(levels != prev):
@@ -385,7 +398,7 @@ def _zone_events(
         enter = lvl > was
         zone = fence.zones[lvl - 1] if enter else fence.zones[0]
         t = int(s.t_ms[i])
-        anchor = int(s.t_ms[gi[j - 1]]) if j > 0 else t
+        anchor = int(s.t_ms[gi[j - 1]]) if j > 0 else (t if prev_t is None else prev_t)
         transition = "enter" if enter else "exit"
         eid = event_id("alr", s.animal, "urban-edge", fence.id, transition, lvl, t)
         out.append(_alert(s, i, "urban-edge", zone.severity if enter else "info", eid, anchor,
