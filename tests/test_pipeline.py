@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from collarstream.core.track import TrackState, advance
 from collarstream.simulate import simulate
 from collarstream.stream.app import live_context
 from collarstream.stream.topics import TopicNames, consume_all, produce_json
+from collarstream.stream.worker import spawn_worker, stop_worker
 from collarstream.timefmt import iso
 from collarstream.wire import parse_message, to_batch
 
@@ -52,28 +50,12 @@ def _validator(name: str) -> Draft202012Validator:
 
 @pytest.fixture
 def worker(kafka_bootstrap: str, topics: TopicNames, tmp_path: Path) -> Iterator[None]:
-    env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "COLLARSTREAM_TOPIC_PREFIX": topics.prefix,
-        "COLLARSTREAM_APP_ID": f"{topics.prefix}-worker",
-        "COLLARSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "COLLARSTREAM_WEB_ENABLED": "false",
-        "COLLARSTREAM_SESSION_TIMEOUT_S": "4",
-    })
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "collarstream", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = spawn_worker(kafka_bootstrap, topics.prefix, tmp_path,
+                        {"COLLARSTREAM_SESSION_TIMEOUT_S": "4"})
     try:
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        stop_worker(proc)
         if proc.returncode not in (0, -signal.SIGTERM):
             print((tmp_path / "worker.log").read_text()[-4000:])
 

@@ -8,7 +8,6 @@ printed for a person. Ctrl-C or --duration stops everything; no process is left.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from collarstream.simulate import DEFAULT_START_MS, Upload, simulate
 from collarstream.stream.broker import connect
 from collarstream.stream.topics import TopicNames, ensure_topics
+from collarstream.stream.worker import spawn_worker, stop_worker
 from collarstream.timefmt import iso
 
 GARBAGE = [
@@ -52,7 +52,8 @@ def run_demo(duration_s: float, speed: float, seed: int, partitions: int = 4,
         say(f"broker: {bootstrap} ({'embedded Tansu' if broker.owns_process else 'external'}); "
             f"topics {names.prefix}.*")
         ensure_topics(bootstrap, names, partitions=partitions)
-        worker = _start_worker(bootstrap, names, Path(tmp), partitions)
+        worker = spawn_worker(bootstrap, names.prefix, Path(tmp),
+                              {"COLLARSTREAM_PARTITIONS": str(partitions)})
         stop = threading.Event()
         feeder = threading.Thread(
             target=_feed, args=(bootstrap, names, simulate(seed=seed, days=30), speed, stop),
@@ -69,7 +70,7 @@ def run_demo(duration_s: float, speed: float, seed: int, partitions: int = 4,
         finally:
             stop.set()
             feeder.join(timeout=5)
-            _stop_worker(worker)
+            stop_worker(worker)
             log = Path(tmp) / "worker.log"
             if worker.returncode not in (0, -signal.SIGTERM, None) and log.exists():
                 say("worker log tail:\n" + log.read_text()[-3000:])
@@ -82,32 +83,6 @@ def _printer(out: Any) -> Any:
         print(text, file=out, flush=True)
 
     return say
-
-
-def _start_worker(bootstrap: str, names: TopicNames, tmp: Path, partitions: int
-                  ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "COLLARSTREAM_TOPIC_PREFIX": names.prefix,
-        "COLLARSTREAM_APP_ID": f"{names.prefix}-worker",
-        "COLLARSTREAM_DATA_DIR": str(tmp / "data"),
-        "COLLARSTREAM_PARTITIONS": str(partitions),
-        "COLLARSTREAM_WEB_ENABLED": "false",
-    })
-    log = open(tmp / "worker.log", "wb")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "collarstream", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
 
 
 def _feed(bootstrap: str, names: TopicNames, uploads: list[Upload], speed: float,

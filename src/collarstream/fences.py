@@ -49,7 +49,9 @@ def load_countries(path: str | Path | None = None) -> CountryLayer:
         if key not in df.columns:
             raise FenceError(f"{src}: country layer needs a '{key}' property")
     iso = df["iso_a3"].astype(str) if "iso_a3" in df.columns else df["adm0_a3"]
-    codes = [i if len(i) == 3 and i != "-99" else a for i, a in zip(iso, df["adm0_a3"], strict=True)]
+    codes = [
+        i if len(i) == 3 and i != "-99" else a for i, a in zip(iso, df["adm0_a3"], strict=True)
+    ]
     names = list(df["name_en"] if "name_en" in df.columns else df["name"])
     names_ru = list(df["name_ru"]) if "name_ru" in df.columns else None
     geoms = shapely.make_valid(np.asarray(df.geometry.values, dtype=object))
@@ -104,8 +106,10 @@ def _urban_fence(path: Path, i: int, feat: dict[str, Any], props: dict[str, Any]
         except (KeyError, TypeError, ValueError) as exc:
             raise FenceError(f"{where} ({name}): zones[{j}]: needs name and distance_m") from exc
         if zone.severity not in SEVERITIES:
-            raise FenceError(f"{where} ({name}): zones[{j}].severity must be one of "
-                             f"{', '.join(SEVERITIES)}, got {zone.severity!r}")
+            raise FenceError(
+                f"{where} ({name}): zones[{j}].severity must be one of "
+                f"{', '.join(SEVERITIES)}, got {zone.severity!r}"
+            )
         zones.append(zone)
     hysteresis = props.get("hysteresis_m", 250.0)
     if not isinstance(hysteresis, int | float) or hysteresis < 0:

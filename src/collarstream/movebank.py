@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from os import PathLike
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from collarstream.timefmt import (  # re-exported: Movebank callers import them from here
+    format_movebank_timestamp,
+    format_timestamp,
+    parse_timestamp,
+)
 
 __all__ = [
     "LOCATION_SENSOR_TYPES",
@@ -36,13 +40,6 @@ __all__ = [
     "write_movebank_csv",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# Space or "T" between date and time; any number of fraction digits; UTC designator optional.
-_TIMESTAMP_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?"
-)
-_UTC_SUFFIXES = frozenset({"Z", "+00:00", "+0000"})
 
 # Sensor types whose rows are (attempted) position fixes. Anything else that is named, e.g.
 # accessory-measurements or acceleration, is a non-location record and is not a fix.
@@ -86,70 +83,6 @@ _REQUIRED_COLUMNS = ("timestamp", "location-long", "location-lat", "individual-l
 
 
 # --------------------------------------------------------------------------- timestamps
-
-
-def parse_timestamp(s: str) -> int:
-    """Parse a UTC timestamp into int milliseconds since the epoch.
-
-    Accepts Movebank's ``yyyy-MM-dd HH:mm:ss.SSS`` and ISO 8601 with ``T``, a fraction of any
-    length (rounded half-up to the millisecond, never truncated) and an optional ``Z`` or
-    ``+00:00``. Anything else raises ValueError saying what is wrong.
-    """
-    if not isinstance(s, str):
-        raise ValueError(f"timestamp must be a string, got {type(s).__name__}")
-    text = s.strip()
-    if not text:
-        raise ValueError("empty timestamp")
-    m = _TIMESTAMP_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(
-            f"unrecognised timestamp {s!r}: expected 'yyyy-MM-dd HH:mm:ss.SSS' "
-            "or ISO 8601 'yyyy-MM-ddTHH:mm:ss[.fff][Z|+00:00]'"
-        )
-    year, month, day, hour, minute, second, frac, zone = m.groups()
-    if zone is not None and zone not in _UTC_SUFFIXES:
-        raise ValueError(f"timestamp {s!r} has non-UTC offset {zone}; only Z or +00:00 accepted")
-    try:
-        dt = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
-        )
-    except ValueError as exc:
-        raise ValueError(f"invalid date/time in timestamp {s!r}: {exc}") from None
-    ms = 0
-    if frac:
-        # Round half-up at the millisecond with integer arithmetic (no float error).
-        digits = (frac + "000")[:3]
-        ms = int(digits)
-        if len(frac) > 3 and frac[3] >= "5":
-            ms += 1
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + ms
-
-
-def _datetime_from_ms(ms: int) -> datetime:
-    try:
-        return _EPOCH + timedelta(milliseconds=int(ms))
-    except OverflowError:
-        raise ValueError(f"timestamp {ms} ms is outside the years 1..9999") from None
-
-
-def _format(ms: int, sep: str, suffix: str) -> str:
-    dt = _datetime_from_ms(ms)
-    # Explicit widths: strftime's %Y does not zero-pad years before 1000 on glibc.
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}{sep}{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond // 1000:03d}{suffix}"
-    )
-
-
-def format_timestamp(ms: int) -> str:
-    """Format int ms since the epoch as the wire form ``yyyy-MM-ddTHH:mm:ss.SSSZ``."""
-    return _format(ms, "T", "Z")
-
-
-def format_movebank_timestamp(ms: int) -> str:
-    """Format int ms since the epoch as Movebank's ``yyyy-MM-dd HH:mm:ss.SSS``."""
-    return _format(ms, " ", "")
 
 
 # --------------------------------------------------------------------------- reading

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from collarstream.movebank import format_timestamp, parse_timestamp, write_movebank_csv
+from collarstream.movebank import write_movebank_csv
+from collarstream.timefmt import format_timestamp, parse_timestamp
 
 __all__ = [
     "ANIMALS",

@@ -1,33 +1,95 @@
-"""Timestamps on the wire: ISO 8601 UTC with milliseconds and a Z; int64 ms inside."""
+"""Timestamps: ISO 8601 UTC with milliseconds and a Z on the wire, int64 ms inside.
+
+The one place timestamps are parsed and formatted: the wire, the Movebank reader and
+writer, and the core's events all call these.
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-_ISO = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]00:?00)?$",
-    re.ASCII,  # \d would also match fullwidth and Arabic-Indic digits
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Space or "T" between date and time; any number of fraction digits; UTC designator
+# optional. ASCII only: \d would also match fullwidth and Arabic-Indic digits.
+_TIMESTAMP_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
 )
+# -00:00 is RFC 3339 for "UTC, local offset unknown".
+_UTC_SUFFIXES = frozenset({"Z", "+00:00", "+0000", "-00:00", "-0000"})
+
+
+def parse_timestamp(s: str) -> int:
+    """Parse a UTC timestamp into int milliseconds since the epoch.
+
+    Accepts Movebank's ``yyyy-MM-dd HH:mm:ss.SSS`` and ISO 8601 with ``T``, a fraction of any
+    length (rounded half-up to the millisecond, never truncated) and an optional ``Z`` or
+    ``+00:00``. Anything else raises ValueError saying what is wrong.
+    """
+    if not isinstance(s, str):
+        raise ValueError(f"timestamp must be a string, got {type(s).__name__}")
+    text = s.strip()
+    if not text:
+        raise ValueError("empty timestamp")
+    m = _TIMESTAMP_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(
+            f"unrecognised timestamp {s!r}: expected 'yyyy-MM-dd HH:mm:ss.SSS' "
+            "or ISO 8601 'yyyy-MM-ddTHH:mm:ss[.fff][Z|+00:00]'"
+        )
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    if zone is not None and zone not in _UTC_SUFFIXES:
+        raise ValueError(f"timestamp {s!r} has non-UTC offset {zone}; only Z or +00:00 accepted")
+    try:
+        dt = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError as exc:
+        raise ValueError(f"invalid date/time in timestamp {s!r}: {exc}") from None
+    ms = 0
+    if frac:
+        # Round half-up at the millisecond with integer arithmetic (no float error).
+        digits = (frac + "000")[:3]
+        ms = int(digits)
+        if len(frac) > 3 and frac[3] >= "5":
+            ms += 1
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + ms
+
+
+def _datetime_from_ms(ms: int) -> datetime:
+    try:
+        return _EPOCH + timedelta(milliseconds=int(ms))
+    except OverflowError:
+        raise ValueError(f"timestamp {ms} ms is outside the years 1..9999") from None
+
+
+def _format(ms: int, sep: str, suffix: str) -> str:
+    dt = _datetime_from_ms(ms)
+    # Explicit widths: strftime's %Y does not zero-pad years before 1000 on glibc.
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}{sep}{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond // 1000:03d}{suffix}"
+    )
+
+
+def format_timestamp(ms: int) -> str:
+    """Format int ms since the epoch as the wire form ``yyyy-MM-ddTHH:mm:ss.SSSZ``."""
+    return _format(ms, "T", "Z")
+
+
+def format_movebank_timestamp(ms: int) -> str:
+    """Format int ms since the epoch as Movebank's ``yyyy-MM-dd HH:mm:ss.SSS``."""
+    return _format(ms, " ", "")
 
 
 def iso(ms: int) -> str:
     """2026-03-01T04:00:00.000Z for int milliseconds since the epoch (UTC)."""
-    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+    return format_timestamp(ms)
 
 
 def parse_ms(text: str) -> int:
-    """Milliseconds since the epoch for ISO 8601 or Movebank (`yyyy-MM-dd HH:mm:ss.SSS`)
-    timestamps in UTC. Fractions are rounded to the millisecond, never truncated:
-    Movebank's 18:06:13.999 stays in its own second. Other offsets are rejected."""
-    m = _ISO.match(text.strip()) if isinstance(text, str) else None
-    if m is None:
-        raise ValueError(f"not a UTC timestamp: {text!r}")
-    y, mo, d, h, mi, s, frac, _ = m.groups()
-    try:
-        base = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
-    except ValueError as exc:
-        raise ValueError(f"not a valid date/time: {text!r} ({exc})") from exc
-    ms = round(float(f"0.{frac}") * 1000) if frac else 0
-    return int(base.timestamp()) * 1000 + ms
+    """Milliseconds since the epoch of a UTC timestamp (see parse_timestamp)."""
+    return parse_timestamp(text)

@@ -12,6 +12,7 @@ Excursions out of a country and back within one step are reduced away (see _coll
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,10 @@ class CountryLayer:
     """Country polygons with ISO 3166-1 alpha-3 codes, indexed for points and lines."""
 
     def __init__(
-        self, codes: list[str], names: list[str], polygons: npt.NDArray[np.object_],
+        self,
+        codes: list[str],
+        names: list[str],
+        polygons: npt.NDArray[np.object_],
         names_ru: list[str] | None = None,
     ) -> None:
         if not (len(codes) == len(names) == len(polygons)):
@@ -86,7 +90,7 @@ class CountryLayer:
         order = np.lexsort((hit_pt, hit_poly))
         hit_pt, hit_poly = hit_pt[order], hit_poly[order]
         bounds = np.flatnonzero(np.diff(hit_poly, prepend=-1, append=-1))
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        for start, end in itertools.pairwise(bounds):
             k, pts = int(hit_poly[start]), hit_pt[start:end]
             inside = pts[shapely.contains_xy(self.polygons[k], x[pts], y[pts])]
             # Highest index first, so the lowest index wins on a shared border.
@@ -114,8 +118,14 @@ class CountryLayer:
         return self._transitions(lon0, lat0, lon1, lat1, step, frac, coords)
 
     def _transitions(
-        self, lon0: FloatArray, lat0: FloatArray, lon1: FloatArray, lat1: FloatArray,
-        step: IntArray, frac: FloatArray, coords: FloatArray,
+        self,
+        lon0: FloatArray,
+        lat0: FloatArray,
+        lon1: FloatArray,
+        lat1: FloatArray,
+        step: IntArray,
+        frac: FloatArray,
+        coords: FloatArray,
     ) -> Crossings:
         # Breakpoints sorted per step; tripoints and shared vertices give near-equal
         # fractions, merged here.
@@ -153,7 +163,7 @@ def _collapse(
     """
     rows: list[tuple[int, float, float, float, int, int]] = []
     bounds = np.flatnonzero(np.concatenate([[True], step[1:] != step[:-1], [True]]))
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         stack: list[tuple[int, int]] = []  # (country, breakpoint index that entered it)
         for j in range(a - 1, b):
             c = int(before[a]) if j < a else int(after[j])
@@ -163,7 +173,7 @@ def _collapse(
                 stack.pop()
             else:
                 stack.append((c, j))
-        for (c_from, _), (c_to, j) in zip(stack[:-1], stack[1:], strict=True):
+        for (c_from, _), (c_to, j) in itertools.pairwise(stack):
             rows.append((int(step[j]), float(frac[j]), *map(float, coords[j]), c_from, c_to))
     if not rows:
         return _no_crossings()
@@ -182,8 +192,12 @@ def _collapse(
 
 
 def _fraction_along(
-    lines: npt.NDArray[np.object_], dlon: FloatArray, dlat: FloatArray, offsets: IntArray,
-    step: IntArray, coords: FloatArray,
+    lines: npt.NDArray[np.object_],
+    dlon: FloatArray,
+    dlat: FloatArray,
+    offsets: IntArray,
+    step: IntArray,
+    coords: FloatArray,
 ) -> FloatArray:
     """Fraction of the step's geodesic length at which each intersection point lies.
 

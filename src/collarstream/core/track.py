@@ -99,8 +99,19 @@ class TrackState:
     def new(animal: str, n_fences: int = 0) -> TrackState:
         f, i = np.empty(0), np.empty(0, dtype=np.int64)
         return TrackState(
-            animal, "", i, f, f, f, f, i, np.empty(0, np.uint16),
-            np.empty((0, n_fences), np.int8), i, f, {},
+            animal,
+            "",
+            i,
+            f,
+            f,
+            f,
+            f,
+            i,
+            np.empty(0, np.uint16),
+            np.empty((0, n_fences), np.int8),
+            i,
+            f,
+            {},
         )
 
     def __len__(self) -> int:
@@ -116,8 +127,11 @@ def advance(state: TrackState, batch: FixBatch, ctx: Context) -> tuple[TrackStat
     flags = quality.static_flags(
         merged.t_ms, merged.lon, merged.lat, merged.hdop, merged.sats, profile
     )
-    flags[quality.speed_outliers(merged.t_ms, merged.lon, merged.lat, flags == 0,
-                                 profile.max_speed_mps)] |= quality.IMPOSSIBLE_SPEED
+    flags[
+        quality.speed_outliers(
+            merged.t_ms, merged.lon, merged.lat, flags == 0, profile.max_speed_mps
+        )
+    ] |= quality.IMPOSSIBLE_SPEED
     # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
     changed = np.flatnonzero(merged.flags != flags)
     start = min(first_new, int(changed[0])) if changed.size else first_new
@@ -147,14 +161,25 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
     hdop = np.concatenate([state.hdop, b.hdop[idx]])
     sats = np.concatenate([state.sats, b.sats[idx]])
     # Total order on content, not arrival: ties in time broken by HDOP then position.
-    order = np.lexsort((np.nan_to_num(sats, nan=-1), np.nan_to_num(lat, nan=999),
-                        np.nan_to_num(lon, nan=999), np.nan_to_num(hdop, nan=1e9), t))
+    order = np.lexsort(
+        (
+            np.nan_to_num(sats, nan=-1),
+            np.nan_to_num(lat, nan=999),
+            np.nan_to_num(lon, nan=999),
+            np.nan_to_num(hdop, nan=1e9),
+            t,
+        )
+    )
     is_new = np.concatenate([np.zeros(n_old, bool), np.ones(idx.size, bool)])[order]
     n_f = state.zone.shape[1]
     merged = TrackState(
         animal=state.animal,
         tag=b.tag or state.tag,
-        t_ms=t[order], lon=lon[order], lat=lat[order], hdop=hdop[order], sats=sats[order],
+        t_ms=t[order],
+        lon=lon[order],
+        lat=lat[order],
+        hdop=hdop[order],
+        sats=sats[order],
         received_ms=np.concatenate([state.received_ms, b.received_ms[idx]])[order],
         flags=np.concatenate([state.flags, np.full(idx.size, 0xFFFF, np.uint16)])[order],
         zone=np.concatenate([state.zone, np.zeros((idx.size, n_f), np.int8)])[order],
@@ -168,20 +193,22 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
 
 def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
     """Rows of the batch not already in the track (nor earlier in the batch)."""
-    seen = {_row_key(state, i) for i in np.flatnonzero(np.isin(state.t_ms, b.t_ms))}
+    old = np.flatnonzero(np.isin(state.t_ms, b.t_ms))
+    seen = set(_row_keys(state, old))
     fresh = []
-    for i in range(b.t_ms.size):
-        key = _row_key(b, i)
+    for i, key in enumerate(_row_keys(b, np.arange(b.t_ms.size))):
         if key not in seen:
             seen.add(key)
             fresh.append(i)
     return np.asarray(fresh, dtype=np.int64)
 
 
-def _row_key(a: TrackState | FixBatch, i: int) -> tuple[int, float, float, float, float]:
+def _row_keys(a: TrackState | FixBatch, idx: IntArray) -> list[tuple[Any, ...]]:
     # NaN != NaN, so missing values are keyed as a sentinel.
-    return (int(a.t_ms[i]), *(float(np.nan_to_num(v[i], nan=-1e300))
-                              for v in (a.lon, a.lat, a.hdop, a.sats)))
+    cols = [a.t_ms[idx].tolist()] + [
+        np.nan_to_num(v[idx], nan=-1e300).tolist() for v in (a.lon, a.lat, a.hdop, a.sats)
+    ]
+    return list(zip(*cols, strict=True))
 
 
 def _recompute(
@@ -195,12 +222,17 @@ def _recompute(
     if gi.size == 0:
         return replace(s, zone=zone), []
     prior = np.flatnonzero(s.flags[:r] == 0)
-    max_gap = max_gap_seconds(s.t_ms[s.flags == 0], profile.fix_interval_s,
-                              profile.burst_gap_intervals)
+    max_gap = max_gap_seconds(
+        s.t_ms[s.flags == 0], profile.fix_interval_s, profile.burst_gap_intervals
+    )
     first = gi[0]
     continues = _has_burst(s, first, prior, max_gap)
     steps = compute_steps(
-        s.t_ms, s.lon, s.lat, good, max_gap,
+        s.t_ms,
+        s.lon,
+        s.lat,
+        good,
+        max_gap,
         prior_arrival_deg=float(arrival[first]) if continues else np.nan,
         prior_burst_start_ms=int(burst[first]) if continues else None,
     )
@@ -242,9 +274,7 @@ def event_id(prefix: str, *parts: object) -> str:
     return f"{prefix}-{hashlib.sha256(body).hexdigest()[:32]}"
 
 
-def _diff(
-    s: TrackState, events: list[Event], anchor_from: int
-) -> tuple[TrackState, list[Event]]:
+def _diff(s: TrackState, events: list[Event], anchor_from: int) -> tuple[TrackState, list[Event]]:
     """Emit what is new or changed since last time; withdraw what is no longer true."""
     emitted = dict(s.emitted)
     out: list[Event] = []
@@ -267,12 +297,20 @@ def _diff(
 
 def _withdrawal(s: TrackState, eid: str) -> Event:
     if eid.startswith("stp-"):
-        return {"type": "step", "id": eid, "status": "withdrawn",
-                "individual-local-identifier": s.animal}
+        return {
+            "type": "step",
+            "id": eid,
+            "status": "withdrawn",
+            "individual-local-identifier": s.animal,
+        }
     return {
-        "type": "alert", "id": event_id("alr", eid, "withdrawn"), "kind": "withdrawal",
-        "severity": "info", "individual-local-identifier": s.animal,
-        "tag-local-identifier": s.tag, "withdraws": eid,
+        "type": "alert",
+        "id": event_id("alr", eid, "withdrawn"),
+        "kind": "withdrawal",
+        "severity": "info",
+        "individual-local-identifier": s.animal,
+        "tag-local-identifier": s.tag,
+        "withdraws": eid,
         "reason": "a late or corrected fix changed the track; the alert no longer holds",
     }
 
@@ -311,8 +349,17 @@ def _angle(deg: float, low: float) -> float:
     return r + 360.0 if r <= -180.0 else r
 
 
-def _alert(s: TrackState, i: int, kind: str, severity: str, eid: str, anchor: int,
-           lon: float, lat: float, details: Event) -> Event:
+def _alert(
+    s: TrackState,
+    i: int,
+    kind: str,
+    severity: str,
+    eid: str,
+    anchor: int,
+    lon: float,
+    lat: float,
+    details: Event,
+) -> Event:
     t, rec = int(s.t_ms[i]), int(s.received_ms[i])
     return {
         "type": "alert",
@@ -349,13 +396,28 @@ def _crossing_events(
         t_cross = t0 + round(float(x.frac[c]) * (t1 - t0))
         a, b = int(x.from_idx[c]), int(x.to_idx[c])
         eid = event_id("alr", s.animal, "border-crossing", t0, t1, layer.codes[a], layer.codes[b])
-        out.append(_alert(s, i1, "border-crossing", "warning", eid, t0,
-                          float(x.lon[c]), float(x.lat[c]), {
-            "from": _country(layer, a), "to": _country(layer, b),
-            "path": "geodesic", "crossing-timestamp": iso(t_cross),
-            "order": int(x.order[c]), "count": int(x.count[c]),
-            "step-start-timestamp": iso(t0), "step-end-timestamp": iso(t1),
-        }))
+        out.append(
+            _alert(
+                s,
+                i1,
+                "border-crossing",
+                "warning",
+                eid,
+                t0,
+                float(x.lon[c]),
+                float(x.lat[c]),
+                {
+                    "from": _country(layer, a),
+                    "to": _country(layer, b),
+                    "path": "geodesic",
+                    "crossing-timestamp": iso(t_cross),
+                    "order": int(x.order[c]),
+                    "count": int(x.count[c]),
+                    "step-start-timestamp": iso(t0),
+                    "step-end-timestamp": iso(t1),
+                },
+            )
+        )
     out += _gap_crossings(s, steps, gi, layer)
     return out
 
@@ -375,17 +437,37 @@ def _gap_crossings(s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer)
             continue
         t0, t1 = int(s.t_ms[p]), int(s.t_ms[q])
         eid = event_id("alr", s.animal, "border-crossing", t0, t1, layer.codes[a], layer.codes[b])
-        out.append(_alert(s, int(q), "border-crossing", "warning", eid, t0,
-                          float(s.lon[q]), float(s.lat[q]), {
-            "from": _country(layer, int(a)), "to": _country(layer, int(b)),
-            "path": "gap", "crossing-timestamp": None, "order": 0, "count": 1,
-            "step-start-timestamp": iso(t0), "step-end-timestamp": iso(t1),
-        }))
+        out.append(
+            _alert(
+                s,
+                int(q),
+                "border-crossing",
+                "warning",
+                eid,
+                t0,
+                float(s.lon[q]),
+                float(s.lat[q]),
+                {
+                    "from": _country(layer, int(a)),
+                    "to": _country(layer, int(b)),
+                    "path": "gap",
+                    "crossing-timestamp": None,
+                    "order": 0,
+                    "count": 1,
+                    "step-start-timestamp": iso(t0),
+                    "step-end-timestamp": iso(t1),
+                },
+            )
+        )
     return out
 
 
 def _zone_events(
-    s: TrackState, fence: UrbanFence, gi: IntArray, levels: npt.NDArray[np.int8], carry: int,
+    s: TrackState,
+    fence: UrbanFence,
+    gi: IntArray,
+    levels: npt.NDArray[np.int8],
+    carry: int,
     prev_t: int | None,
 ) -> list[Event]:
     """Zone transitions, each anchored at the good fix before it (the step leading in)."""
@@ -401,12 +483,27 @@ def _zone_events(
         anchor = int(s.t_ms[gi[j - 1]]) if j > 0 else (t if prev_t is None else prev_t)
         transition = "enter" if enter else "exit"
         eid = event_id("alr", s.animal, "urban-edge", fence.id, transition, lvl, t)
-        out.append(_alert(s, i, "urban-edge", zone.severity if enter else "info", eid, anchor,
-                          float(s.lon[i]), float(s.lat[i]), {
-            "fence-id": fence.id, "fence-name": fence.name, "transition": transition,
-            "zone": zone.name if enter else None, "level": lvl, "levels": len(fence.zones),
-            "previous-level": was,
-        }))
+        out.append(
+            _alert(
+                s,
+                i,
+                "urban-edge",
+                zone.severity if enter else "info",
+                eid,
+                anchor,
+                float(s.lon[i]),
+                float(s.lat[i]),
+                {
+                    "fence-id": fence.id,
+                    "fence-name": fence.name,
+                    "transition": transition,
+                    "zone": zone.name if enter else None,
+                    "level": lvl,
+                    "levels": len(fence.zones),
+                    "previous-level": was,
+                },
+            )
+        )
     return out
 
 
@@ -461,8 +558,16 @@ def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
     keep = slice(cut, None)
     t_keep = int(s.t_ms[cut])
     return replace(
-        s, t_ms=s.t_ms[keep], lon=s.lon[keep], lat=s.lat[keep], hdop=s.hdop[keep],
-        sats=s.sats[keep], received_ms=s.received_ms[keep], flags=s.flags[keep],
-        zone=s.zone[keep], burst_ms=s.burst_ms[keep], arrival_deg=s.arrival_deg[keep],
+        s,
+        t_ms=s.t_ms[keep],
+        lon=s.lon[keep],
+        lat=s.lat[keep],
+        hdop=s.hdop[keep],
+        sats=s.sats[keep],
+        received_ms=s.received_ms[keep],
+        flags=s.flags[keep],
+        zone=s.zone[keep],
+        burst_ms=s.burst_ms[keep],
+        arrival_deg=s.arrival_deg[keep],
         emitted={k: v for k, v in s.emitted.items() if v[0] >= t_keep},
     )

@@ -51,7 +51,9 @@ class UrbanFence:
         # Azimuthal equidistant at the city: distances from it are true to < 0.1 % at 50 km.
         crs = CRS.from_proj4(f"+proj=aeqd +lat_0={c.y} +lon_0={c.x} +datum=WGS84 +units=m")
         to_xy = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-        city = shapely.transform(self.geometry, lambda a: np.column_stack(to_xy.transform(a[:, 0], a[:, 1])))
+        city = shapely.transform(
+            self.geometry, lambda a: np.column_stack(to_xy.transform(a[:, 0], a[:, 1]))
+        )
         enter = tuple(city.buffer(z.distance_m) if z.distance_m else city for z in self.zones)
         stay = tuple(city.buffer(z.distance_m + self.hysteresis_m) for z in self.zones)
         for g in (*enter, *stay):

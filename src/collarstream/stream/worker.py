@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 from collarstream.config import Settings
 from collarstream.stream.topics import TopicNames, ensure_topics
@@ -26,3 +32,32 @@ def run_worker(settings: Settings) -> None:
     logging.getLogger("faust").setLevel(settings.log_level.upper())
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def spawn_worker(bootstrap: str, prefix: str, workdir: Path,
+                 extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`collarstream worker` as a child process in its own session, logging to
+    workdir/worker.log, its tables in workdir/data; for the demo, tests and benchmarks."""
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "COLLARSTREAM_TOPIC_PREFIX": prefix,
+        "COLLARSTREAM_APP_ID": f"{prefix}-worker",
+        "COLLARSTREAM_DATA_DIR": str(workdir / "data"),
+        "COLLARSTREAM_WEB_ENABLED": "false",
+        **(extra_env or {}),
+    })
+    with open(workdir / "worker.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "collarstream", "worker"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM (Faust shuts down cleanly), then SIGKILL to the whole group if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
