@@ -1,0 +1,636 @@
+"""Live-pipeline benchmark: a real `collarstream worker` child process on a real broker.
+
+    python bench/bench_pipeline.py [--fixes N] [--rate R] [--repeats K] [--duration S]
+
+Broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded Tansu (stopped at the end).
+
+1. Throughput. N fixes (collar uploads of ~6 fixes, 200 animals cycled from
+   ``collarstream.simulate``) are pre-produced to a fresh ``<prefix>.fixes.raw``; then the
+   worker starts. The clock runs from the worker's first output (first record on
+   ``<prefix>.fixes``, so start-up and the group join are excluded) until every fix is on
+   ``<prefix>.fixes`` and every step a direct replay of the same fixes predicts is on
+   ``<prefix>.steps``. A baseline in the same run: the same messages produced to a plain
+   topic and read back by a group-less consumer. Each repeat uses a fresh prefix and worker.
+2. Latency. With a warmed-up, joined worker, single-fix messages go out at a steady R
+   fixes/s for animals that cross the KAZ-KGZ border (or Almaty's urban edge) on every
+   step. The producer remembers when it sent each (animal, fix timestamp); a group-less
+   consumer on ``<prefix>.alerts`` matches alerts by ``individual-local-identifier`` and
+   ``fix-timestamp``. Latency = alert received - fix sent.
+
+The worker, the broker and every client are stopped on the way out, also on Ctrl-C,
+SIGTERM and errors. Only ``time.perf_counter`` is used for measuring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from collarstream.config import from_env
+from collarstream.core.track import Context, TrackState, advance
+from collarstream.simulate import simulate
+from collarstream.stream.app import live_context
+from collarstream.stream.broker import _parent_death_signal, connect
+from collarstream.stream.topics import TopicNames, ensure_topics, produce_json
+from collarstream.timefmt import iso
+from collarstream.wire import parse_message, to_batch
+
+ANIMALS = 200
+PARTITIONS = 4
+HOUR_MS = 3_600_000
+FIX_INTERVAL_MS = 4 * HOUR_MS
+# Tansu makes a group's first join wait half the session timeout.
+SESSION_TIMEOUT_S = "4"
+# kafka-python waits 500 ms for a fetch to fill by default; on Tansu that is the latency.
+FETCH_WAIT_MS = 5
+POLL_MS = 50
+WORKER_STOP_S = 20.0
+
+
+# --------------------------------------------------------------------------- data
+
+
+def throughput_messages(n_fixes: int) -> list[tuple[str, bytes]]:
+    """Collar uploads of ~6 fixes (two 12-hourly uploads merged) for ANIMALS animals,
+    in arrival order, cut at exactly ``n_fixes`` fixes. Animals are the simulator's eleven,
+    cycled over seeds and renamed (``SL-ALM-01-s03``)."""
+    seeds = math.ceil(ANIMALS / 11)
+    days = n_fixes / ANIMALS / 6.0 * 1.15 + 1.0
+    uploads: list[tuple[int, str, list[dict[str, Any]]]] = []
+    n_animals = 0
+    for seed in range(seeds):
+        per_animal: dict[str, list[Any]] = defaultdict(list)
+        for up in simulate(seed=seed, days=days):
+            per_animal[up.animal].append(up)
+        for animal, ups in sorted(per_animal.items()):
+            if n_animals == ANIMALS:
+                break
+            n_animals += 1
+            name = f"{animal}-s{seed:02d}"
+            for k in range(0, len(ups), 2):
+                pair = ups[k:k + 2]
+                received = pair[-1].received_ms
+                fixes = [
+                    {**f, "individual-local-identifier": name,
+                     "tag-local-identifier": f"{f['tag-local-identifier']}{seed:02d}",
+                     "received-timestamp": iso(received)}
+                    for up in pair for f in up.fixes
+                ]
+                uploads.append((received, name, fixes))
+    uploads.sort(key=lambda u: (u[0], u[1]))
+    out: list[tuple[str, bytes]] = []
+    total = 0
+    for _, name, fixes in uploads:
+        fixes = fixes[: n_fixes - total]
+        out.append((name, orjson.dumps(fixes)))
+        total += len(fixes)
+        if total >= n_fixes:
+            break
+    if total < n_fixes:
+        raise RuntimeError(f"generated only {total} of {n_fixes} fixes")
+    return out
+
+
+def replay(messages: Iterable[tuple[str, bytes]], ctx: Context) -> list[dict[str, Any]]:
+    """Events of the fixes through the reducer, one batch per animal (what live converges to)."""
+    by_animal: dict[str, list[Any]] = defaultdict(list)
+    for _, raw in messages:
+        for fix in parse_message(raw, received_ms=0):
+            by_animal[fix.animal].append(fix)
+    events: list[dict[str, Any]] = []
+    for animal, fixes in by_animal.items():
+        _, out = advance(TrackState.new(animal, len(ctx.urban)), to_batch(fixes), ctx)
+        events += out
+    return events
+
+
+def _border_lat(ctx: Context, lon: float) -> float:
+    """Latitude where a meridian near 77.8E passes from Kyrgyzstan into Kazakhstan."""
+    assert ctx.countries is not None
+    lats = np.arange(42.70, 43.05, 0.001)
+    codes = np.asarray(ctx.countries.codes)[ctx.countries.locate(np.full(lats.size, lon), lats)]
+    north = np.flatnonzero((codes[:-1] == "KGZ") & (codes[1:] == "KAZ"))
+    if north.size != 1:
+        raise RuntimeError(f"no single KGZ->KAZ border at {lon}E")
+    return float(lats[north[0]])
+
+
+@dataclass
+class Oscillator:
+    """An animal jumping between two places on every fix (each step a crossing)."""
+
+    animal: str
+    a: tuple[float, float]
+    b: tuple[float, float]
+    t0_ms: int
+    n: int = 0
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    def next_fix(self) -> dict[str, Any]:
+        lon, lat = self.a if self.n % 2 == 0 else self.b
+        # ~50 m of GPS noise so no two fixes coincide.
+        lon += float(self.rng.normal(0.0, 0.0006))
+        lat += float(self.rng.normal(0.0, 0.0004))
+        fix = {
+            "individual-local-identifier": self.animal,
+            "tag-local-identifier": f"T{self.animal}",
+            "timestamp": iso(self.t0_ms + self.n * FIX_INTERVAL_MS),
+            "location-long": round(lon, 7),
+            "location-lat": round(lat, 7),
+            "gps:hdop": 1.2,
+            "gps:satellite-count": 9,
+            "height-above-ellipsoid": 3000.0,
+        }
+        self.n += 1
+        return fix
+
+
+def oscillators(ctx: Context, prefix: str, count: int, seed: int) -> list[Oscillator]:
+    """Three in four cross the KAZ-KGZ border ~4 km each side near 77.8E 42.9N; one in four
+    goes between Almaty's city and just over 5 km outside it (enter, all clear)."""
+    border = {lon: _border_lat(ctx, lon) for lon in (77.70, 77.75, 77.80, 77.85, 77.90)}
+    lons = sorted(border)
+    # Sim time in the past (fix-age >= 0), distinct per animal by a few seconds.
+    base = (int(time.time() * 1000) - 400 * 24 * HOUR_MS) // HOUR_MS * HOUR_MS
+    out = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, i])
+        if i % 4 == 3:
+            lon = (77.00, 77.05)[i % 2]
+            a, b = (lon, 43.00), (lon, 43.14)
+        else:
+            lon = lons[i % len(lons)]
+            a, b = (lon, border[lon] + 0.04), (lon, border[lon] - 0.04)
+        out.append(Oscillator(f"{prefix}-{i:03d}", a, b, base + i * 1000, rng=rng))
+    return out
+
+
+def alert_keys(events: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(e["individual-local-identifier"], e["fix-timestamp"]) for e in events
+            if e["type"] == "alert" and e["kind"] != "withdrawal"}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def start_worker(bootstrap: str, names: TopicNames, tmp: Path) -> subprocess.Popen[bytes]:
+    """`collarstream worker` in its own session, like tests/test_pipeline.py's fixture."""
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "COLLARSTREAM_TOPIC_PREFIX": names.prefix,
+        "COLLARSTREAM_APP_ID": f"{names.prefix}-worker",
+        "COLLARSTREAM_DATA_DIR": str(tmp / "data"),
+        "COLLARSTREAM_PARTITIONS": str(PARTITIONS),
+        "COLLARSTREAM_WEB_ENABLED": "false",
+        "COLLARSTREAM_SESSION_TIMEOUT_S": SESSION_TIMEOUT_S,
+    })
+    with open(tmp / "worker.log", "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "collarstream", "worker"], env=env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # SIGTERM to the worker if this process dies without cleaning up (SIGKILL).
+            preexec_fn=_parent_death_signal(),
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait, SIGKILL the worker's process group; reaps it even if interrupted."""
+    try:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=WORKER_STOP_S)
+    except (subprocess.TimeoutExpired, ProcessLookupError, KeyboardInterrupt):
+        pass
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class WorkerRun:
+    """A worker for one prefix in a temp dir; the context exit always stops it."""
+
+    def __init__(self, bootstrap: str, names: TopicNames) -> None:
+        self.bootstrap, self.names = bootstrap, names
+        self._tmp = tempfile.TemporaryDirectory(prefix="collarstream-bench-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        self.proc = start_worker(self.bootstrap, self.names, Path(self._tmp.name))
+        return time.perf_counter()
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {self.proc.returncode}:\n{self.log()}")
+
+    def log(self) -> str:
+        path = Path(self._tmp.name) / "worker.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def __enter__(self) -> WorkerRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None:
+                stop_worker(self.proc)
+        finally:
+            self._tmp.cleanup()
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def reader(bootstrap: str, topics: Iterable[str]) -> KafkaConsumer:
+    """A group-less consumer on every partition of ``topics``, from the beginning."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             fetch_max_wait_ms=FETCH_WAIT_MS, max_poll_records=2000)
+    try:
+        parts = []
+        for topic in topics:
+            deadline = time.perf_counter() + 15
+            while not (ids := consumer.partitions_for_topic(topic)):
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"topic {topic} has no partitions")
+                consumer.topics()
+                time.sleep(0.1)
+            parts += [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer
+
+
+def poll_until(consumer: KafkaConsumer, handle: Callable[[Any, float], None],
+               done: Callable[[], bool], timeout_s: float,
+               check: Callable[[], None] = lambda: None) -> bool:
+    """Poll continuously, handing each record and its receipt time to ``handle``;
+    True when ``done()``, False on timeout. (End offsets are not trusted on Tansu.)"""
+    deadline = time.perf_counter() + timeout_s
+    while not done():
+        if time.perf_counter() > deadline:
+            return False
+        check()
+        for records in consumer.poll(timeout_ms=POLL_MS).values():
+            now = time.perf_counter()
+            for rec in records:
+                handle(rec, now)
+    return True
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+@dataclass
+class Baseline:
+    produce_s: float
+    consume_s: float
+    messages: int
+    fixes: int
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / (self.produce_s + self.consume_s)
+
+    @property
+    def fixes_per_s(self) -> float:
+        return self.fixes / (self.produce_s + self.consume_s)
+
+
+def run_baseline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int) -> Baseline:
+    """Produce the messages (as the pipeline's are), then read them all without a group."""
+    names = TopicNames(f"bench-base-{uuid.uuid4().hex[:8]}")
+    ensure_topics(bootstrap, names, partitions=PARTITIONS)
+    t0 = time.perf_counter()
+    produce_json(bootstrap, names.raw_fixes, messages)
+    t1 = time.perf_counter()
+    consumer = reader(bootstrap, [names.raw_fixes])
+    seen = [0]
+    try:
+        ok = poll_until(consumer, lambda rec, now: seen.__setitem__(0, seen[0] + 1),
+                        lambda: seen[0] >= len(messages), timeout_s=120)
+    finally:
+        consumer.close()
+    t2 = time.perf_counter()
+    if not ok:
+        raise RuntimeError(f"baseline read {seen[0]} of {len(messages)} messages")
+    return Baseline(t1 - t0, t2 - t1, len(messages), n_fixes)
+
+
+@dataclass
+class PipelineRun:
+    produce_s: float
+    startup_s: float  # worker spawned -> first record on <prefix>.fixes
+    validate_s: float  # first output -> every fix on <prefix>.fixes
+    first_step_s: float  # first output -> first step (cold-start costs of the tracking agent)
+    total_s: float  # first output -> every predicted step on <prefix>.steps
+    fixes: int
+    complete: bool
+    detail: str = ""
+
+    @property
+    def fixes_per_s(self) -> float:
+        return self.fixes / self.total_s
+
+    @property
+    def validate_fixes_per_s(self) -> float:
+        return self.fixes / self.validate_s
+
+
+def run_pipeline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int,
+                 expected_steps: set[str], timeout_s: float) -> PipelineRun:
+    names = TopicNames(f"bench-{uuid.uuid4().hex[:8]}")
+    ensure_topics(bootstrap, names, partitions=PARTITIONS)
+    t0 = time.perf_counter()
+    produce_json(bootstrap, names.raw_fixes, messages)
+    produce_s = time.perf_counter() - t0
+    consumer = reader(bootstrap, [names.fixes, names.steps])
+    fixes_topic = names.fixes
+    state: dict[str, Any] = {
+        "fixes": 0, "first": None, "fixes_done": None, "first_step": None, "last": None,
+    }
+    missing = set(expected_steps)
+
+    def handle(rec: Any, now: float) -> None:
+        if state["first"] is None:
+            state["first"] = now
+        if rec.topic == fixes_topic:
+            state["fixes"] += len(orjson.loads(rec.value))
+            if state["fixes_done"] is None and state["fixes"] >= n_fixes:
+                state["fixes_done"] = now
+        elif missing:
+            if state["first_step"] is None:
+                state["first_step"] = now
+            step = orjson.loads(rec.value)
+            if step["status"] == "current" and step["id"] in missing:
+                missing.discard(step["id"])
+                if not missing:
+                    state["last"] = now
+
+    try:
+        with WorkerRun(bootstrap, names) as worker:
+            spawned = worker.start()
+            complete = poll_until(
+                consumer, handle, lambda: state["fixes_done"] is not None and not missing,
+                timeout_s, worker.check,
+            )
+    finally:
+        consumer.close()
+    first = state["first"]
+    if first is None:
+        raise RuntimeError("the worker produced nothing before the timeout")
+    end = time.perf_counter()
+    last = state["last"] or end
+    return PipelineRun(
+        produce_s, first - spawned, (state["fixes_done"] or end) - first,
+        (state["first_step"] or end) - first, last - first,
+        state["fixes"] if not complete else n_fixes, complete,
+        "" if complete else (f"timed out: {state['fixes']}/{n_fixes} fixes, "
+                             f"{len(expected_steps) - len(missing)}/{len(expected_steps)} steps"),
+    )
+
+
+# --------------------------------------------------------------------------- latency
+
+
+@dataclass
+class LatencyRun:
+    latencies_ms: list[float]  # in send order
+    expected: int
+    sent: int
+    send_s: float
+    startup_s: float
+    drain_s: float  # first send -> last matched alert received
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else math.nan
+
+
+def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float) -> LatencyRun:
+    names = TopicNames(f"bench-lat-{uuid.uuid4().hex[:8]}")
+    ensure_topics(bootstrap, names, partitions=PARTITIONS)
+
+    # Warm-up animals (8, so every partition is hit) and the measured ones, prepared and
+    # replayed up front so the send loop only sends.
+    warm = oscillators(ctx, "WARM", 8, seed=1)
+    warm_msgs = [(o.animal, orjson.dumps(o.next_fix())) for _ in range(30) for o in warm]
+    animals = oscillators(ctx, "LAT", ANIMALS, seed=2)
+    n = max(1, round(rate * duration_s))
+    plan: list[tuple[bytes, bytes, tuple[str, str]]] = []
+    for i in range(n):
+        fix = animals[i % len(animals)].next_fix()
+        key = (fix["individual-local-identifier"], fix["timestamp"])
+        plan.append((key[0].encode(), orjson.dumps(fix), key))
+    warm_keys = alert_keys(replay(warm_msgs, ctx))
+    expected = alert_keys(replay(((k.decode(), v) for k, v, _ in plan), ctx))
+
+    sent_at: dict[tuple[str, str], float] = {}
+    latencies: dict[tuple[str, str], float] = {}
+    warm_seen: set[tuple[str, str]] = set()
+    send_span = [math.nan]
+    last_alert = [math.nan]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def handle(rec: Any, now: float) -> None:
+        doc = orjson.loads(rec.value)
+        if doc["kind"] == "withdrawal":
+            return
+        key = (doc["individual-local-identifier"], doc["fix-timestamp"])
+        if key in warm_keys:
+            warm_seen.add(key)
+        elif key in sent_at and key not in latencies:
+            latencies[key] = (now - sent_at[key]) * 1000.0
+            last_alert[0] = now
+
+    def send_all() -> None:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+        try:
+            start = time.perf_counter()
+            for i, (key, value, k) in enumerate(plan):
+                due = start + i / rate
+                while (wait := due - time.perf_counter()) > 0:
+                    if stop.is_set():
+                        return
+                    time.sleep(wait)
+                sent_at[k] = time.perf_counter()
+                producer.send(names.raw_fixes, key=key, value=value).add_errback(errors.append)
+            send_span[0] = time.perf_counter() - start
+            producer.flush()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            producer.close(timeout=5)
+
+    consumer = reader(bootstrap, [names.alerts])
+    sender = threading.Thread(target=send_all, name="bench-sender", daemon=True)
+    try:
+        with WorkerRun(bootstrap, names) as worker:
+            spawned = worker.start()
+            produce_json(bootstrap, names.raw_fixes, warm_msgs)
+            if not poll_until(consumer, handle, lambda: warm_seen >= warm_keys, 120,
+                              worker.check):
+                raise RuntimeError(f"warm-up: {len(warm_seen)}/{len(warm_keys)} alerts in 120 s"
+                                   f"\n{worker.log()}")
+            startup_s = time.perf_counter() - spawned
+            poll_until(consumer, handle, lambda: False, 1.0, worker.check)  # settle
+            sender.start()
+
+            def finished() -> bool:
+                return not sender.is_alive() and (len(latencies) >= len(expected) or bool(errors))
+
+            poll_until(consumer, handle, finished, duration_s * 3 + 60, worker.check)
+            # Stragglers after the last send: at most 15 s more.
+            poll_until(consumer, handle, lambda: len(latencies) >= len(expected), 15,
+                       worker.check)
+    finally:
+        stop.set()
+        if sender.ident is not None:
+            sender.join(timeout=10)
+        consumer.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} sends failed") from errors[0]
+    in_order = sorted(latencies, key=sent_at.__getitem__)
+    first_send = min(sent_at.values(), default=math.nan)
+    return LatencyRun([latencies[k] for k in in_order], len(expected), len(plan), send_span[0],
+                      startup_s, last_alert[0] - first_send)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _row(label: str, values: list[float], fmt: str = "{:,.0f}", median: bool = True) -> str:
+    cells = "".join(f"{fmt.format(v):>11}" for v in values)
+    med = f"{fmt.format(_med(values)):>11}" if median and len(values) > 1 else ""
+    return f"  {label:<44}{cells}{med}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fixes", type=int, default=20_000, help="fixes for throughput (20000)")
+    ap.add_argument("--rate", type=float, default=1000.0, help="latency send rate, fixes/s")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput repeats (3)")
+    ap.add_argument("--duration", type=float, default=15.0, help="latency send time, s (15)")
+    args = ap.parse_args(argv)
+    if args.fixes < 1 or args.rate <= 0 or args.repeats < 1 or args.duration <= 0:
+        ap.error("--fixes, --rate, --repeats and --duration must be positive")
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through every finally: worker, clients, broker
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    t_start = time.perf_counter()
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted; worker and broker stopped", file=sys.stderr)
+        return 130
+    finally:
+        print(f"(total {time.perf_counter() - t_start:.0f} s)", flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    ctx = live_context(from_env({}))
+    messages = throughput_messages(args.fixes)
+    replay(messages[:50], ctx)  # first-call costs (imports, lazy index builds) out of the timing
+    t0 = time.perf_counter()
+    events = replay(messages, ctx)
+    replay_s = time.perf_counter() - t0
+    expected_steps = {e["id"] for e in events if e["type"] == "step"}
+    n_alerts = sum(e["type"] == "alert" for e in events)
+    say(f"data: {args.fixes:,} fixes in {len(messages):,} messages "
+        f"({args.fixes / len(messages):.1f} fixes/message, {ANIMALS} animals); replay predicts "
+        f"{len(expected_steps):,} steps, {n_alerts} alerts (replay in-process, one batch per "
+        f"animal: {replay_s:.1f} s = {args.fixes / replay_s:,.0f} fixes/s)")
+
+    with connect() as broker:
+        kind = "embedded Tansu" if broker.owns_process else "external"
+        say(f"broker: {broker.bootstrap_servers} ({kind}); {os.cpu_count()} CPUs; "
+            f"{PARTITIONS} partitions; session timeout {SESSION_TIMEOUT_S} s")
+        bases: list[Baseline] = []
+        runs: list[PipelineRun] = []
+        timeout_s = max(120.0, args.fixes / 100.0)
+        for k in range(args.repeats):
+            bases.append(run_baseline(broker.bootstrap_servers, messages, args.fixes))
+            run = run_pipeline(broker.bootstrap_servers, messages, args.fixes, expected_steps,
+                               timeout_s)
+            runs.append(run)
+            say(f"repeat {k + 1}/{args.repeats}: pipeline {run.fixes_per_s:,.0f} fixes/s "
+                f"({run.total_s:.2f} s after a {run.startup_s:.1f} s start-up); baseline "
+                f"{bases[-1].fixes_per_s:,.0f} fixes/s {run.detail}")
+        say(f"latency: {args.rate:g} fixes/s for {args.duration:g} s ...")
+        lat = run_latency(broker.bootstrap_servers, ctx, args.rate, args.duration)
+
+    ok = all(r.complete for r in runs)
+    say("")
+    say(f"THROUGHPUT  {args.fixes:,} fixes / {len(messages):,} messages, {args.repeats} "
+        f"repeat(s), fresh prefix and worker each")
+    head = "".join(f"{'run ' + str(i + 1):>11}" for i in range(len(runs)))
+    say(f"  {'':<44}{head}{'median':>11}" if len(runs) > 1 else f"  {'':<44}{head}")
+    say(_row("baseline produce, msgs/s", [b.messages / b.produce_s for b in bases]))
+    say(_row("baseline group-less read, msgs/s", [b.messages / b.consume_s for b in bases]))
+    say(_row("baseline round trip, msgs/s", [b.msgs_per_s for b in bases]))
+    say(_row("baseline round trip, fixes/s", [b.fixes_per_s for b in bases]))
+    say(_row("pipeline pre-produce, msgs/s", [len(messages) / r.produce_s for r in runs]))
+    say(_row("worker start-up + join, s", [r.startup_s for r in runs], "{:.1f}"))
+    say(_row("pipeline validate stage (.fixes), fixes/s",
+             [r.validate_fixes_per_s for r in runs]))
+    say(_row("first output -> first step, s", [r.first_step_s for r in runs], "{:.2f}"))
+    say(_row("pipeline end to end (.steps), fixes/s", [r.fixes_per_s for r in runs]))
+    say(_row("pipeline end to end, s", [r.total_s for r in runs], "{:.2f}"))
+    ratios = [r.fixes_per_s / b.fixes_per_s for r, b in zip(runs, bases, strict=True)]
+    say(_row("ratio pipeline / baseline (fixes/s)", ratios, "{:.3f}"))
+    say(f"  median ratio of medians: "
+        f"{_med([r.fixes_per_s for r in runs]) / _med([b.fixes_per_s for b in bases]):.3f}"
+        + ("" if ok else "   ** INCOMPLETE RUN(S): see above **"))
+    say("")
+    achieved = lat.sent / lat.send_s if lat.send_s > 0 else math.nan
+    say(f"LATENCY  single-fix messages, {ANIMALS} animals crossing a border or the urban edge "
+        f"every fix; warm-up + join took {lat.startup_s:.1f} s")
+    say(f"  sent {lat.sent:,} fixes in {lat.send_s:.2f} s = {achieved:,.0f} fixes/s "
+        f"(target {args.rate:g})")
+    say(f"  alerts matched {len(lat.latencies_ms):,} of {lat.expected:,} predicted")
+    say(f"  fix sent -> alert received, ms:  p50 {lat.pct(50):.1f}   p90 {lat.pct(90):.1f}   "
+        f"p99 {lat.pct(99):.1f}   max {max(lat.latencies_ms, default=math.nan):.1f}")
+    tenth = max(1, len(lat.latencies_ms) // 10)
+    early, late = _med(lat.latencies_ms[:tenth]), _med(lat.latencies_ms[-tenth:])
+    say(f"  p50 of the first / last tenth of sends: {early:.1f} / {late:.1f} ms; "
+        f"alerts back at {len(lat.latencies_ms) / lat.drain_s:,.0f} fixes/s "
+        f"(last alert {lat.drain_s:.1f} s after the first send)")
+    if late > 3 * early + 500:
+        say("  ** the worker did not keep up with this rate: latency is queueing, it grew "
+            "through the run (try a lower --rate) **")
+    return 0 if ok and len(lat.latencies_ms) == lat.expected else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
