@@ -23,7 +23,14 @@ import orjson
 
 from collarstream.core import quality
 from collarstream.core.steps import max_gap_seconds
-from collarstream.core.track import Context, FixBatch, TrackConfig, TrackState, advance
+from collarstream.core.track import (
+    Context,
+    FixBatch,
+    TrackConfig,
+    TrackState,
+    advance,
+    row_keys,
+)
 from collarstream.fences import default_urban_path, load_countries, load_fence_file
 from collarstream.movebank import MovebankTrack, read_movebank_csv
 from collarstream.timefmt import iso
@@ -115,12 +122,12 @@ def _batch(track: MovebankTrack, sel: np.ndarray) -> FixBatch:
 
 def _fix_rows(track: MovebankTrack, sel: np.ndarray, state: TrackState) -> list[dict[str, Any]]:
     """Every input row with the flags its fix got; exact repeats of a row are duplicates."""
-    index = {_key(state.t_ms[i], state.lon[i], state.lat[i], state.hdop[i], state.sats[i]): i
-             for i in range(len(state))}
+    index = {key: i for i, key in enumerate(row_keys(state, np.arange(len(state))))}
+    batch = _batch(track, sel)
     seen: set[int] = set()
     rows = []
-    for r in sel:
-        i = index[_key(track.t_ms[r], track.lon[r], track.lat[r], track.hdop[r], track.sats[r])]
+    for r, key in zip(sel, row_keys(batch, np.arange(sel.size)), strict=True):
+        i = index[key]
         flags = int(state.flags[i]) | (int(quality.DUPLICATE) if i in seen else 0)
         seen.add(i)
         rows.append({
@@ -133,10 +140,6 @@ def _fix_rows(track: MovebankTrack, sel: np.ndarray, state: TrackState) -> list[
             "flags": ";".join(quality.flag_names(flags)),
         })
     return rows
-
-
-def _key(t: Any, *vals: Any) -> tuple[int, ...]:
-    return (int(t), *(float(np.nan_to_num(v, nan=-1e300)) for v in vals))
 
 
 def _num(v: float) -> str:

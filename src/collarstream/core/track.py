@@ -194,17 +194,18 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
 def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
     """Rows of the batch not already in the track (nor earlier in the batch)."""
     old = np.flatnonzero(np.isin(state.t_ms, b.t_ms))
-    seen = set(_row_keys(state, old))
+    seen = set(row_keys(state, old))
     fresh = []
-    for i, key in enumerate(_row_keys(b, np.arange(b.t_ms.size))):
+    for i, key in enumerate(row_keys(b, np.arange(b.t_ms.size))):
         if key not in seen:
             seen.add(key)
             fresh.append(i)
     return np.asarray(fresh, dtype=np.int64)
 
 
-def _row_keys(a: TrackState | FixBatch, idx: IntArray) -> list[tuple[Any, ...]]:
-    # NaN != NaN, so missing values are keyed as a sentinel.
+def row_keys(a: TrackState | FixBatch, idx: IntArray) -> list[tuple[Any, ...]]:
+    """Identity of each fix: time, position, HDOP, satellites (an identical re-send is the
+    same fix). NaN != NaN, so missing values are keyed as a sentinel."""
     cols = [a.t_ms[idx].tolist()] + [
         np.nan_to_num(v[idx], nan=-1e300).tolist() for v in (a.lon, a.lat, a.hdop, a.sats)
     ]
