@@ -84,3 +84,21 @@ class Subscriptions:
             if s.id == sid:
                 return s
         raise KeyError(sid)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message for one subscriber, already redacted to its precision.
+
+    `id` is deterministic (same subscriber, same alert or fix -> same id): it is the
+    idempotency key receivers use to drop repeats after an at-least-once redelivery.
+    """
+
+    id: str
+    subscriber_id: str
+    kind: Literal["alert", "fix"]
+    body: dict[str, object]  # JSON-ready, redacted
+    subject: str
+    text: str  # human message in the subscriber's language
+    not_before_ms: int = 0  # held back until then (precision.delay_h)
+    fix_received_ms: int | None = None  # when the fix reached us: delivery latency
