@@ -379,17 +379,17 @@ def run_pipeline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int
         if state["first"] is None:
             state["first"] = now
         if rec.topic == fixes_topic:
-            state["fixes"] += len(orjson.loads(rec.value))
+            state["fixes"] += len(orjson.loads(rec.value)["t_ms"])
             if state["fixes_done"] is None and state["fixes"] >= n_fixes:
                 state["fixes_done"] = now
         elif missing:
             if state["first_step"] is None:
                 state["first_step"] = now
-            step = orjson.loads(rec.value)
-            if step["status"] == "current" and step["id"] in missing:
-                missing.discard(step["id"])
-                if not missing:
-                    state["last"] = now
+            for step in orjson.loads(rec.value):  # one array per animal per batch
+                if step["status"] == "current" and step["id"] in missing:
+                    missing.discard(step["id"])
+                    if not missing:
+                        state["last"] = now
 
     try:
         with WorkerRun(bootstrap, names) as worker:

@@ -267,7 +267,7 @@ def test_single_outlier_is_flagged_not_its_neighbours() -> None:
     out = quality.speed_outliers(t, lon, lat, np.ones(n, bool), PROFILE.max_speed_mps)
     assert out.tolist() == [i == 4 for i in range(n)]
     # The reducer flags it too, and makes no step to or from it.
-    ctx = Context(None, (), PROFILE, config=TrackConfig(home_range_every=10**9))
+    ctx = Context(None, (), PROFILE, config=TrackConfig(home_range_every_days=None))
     state, ev = advance(TrackState.new("a"), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0),
                                                       t), ctx)
     assert state.flags.tolist() == [int(quality.IMPOSSIBLE_SPEED) if i == 4 else 0
@@ -375,7 +375,7 @@ CUCKOO_ROUTE = ["Mongolia", "Russia", "Mongolia", "People's Republic of China", 
 def test_cuckoo_b89a08_country_sequence(shared_data: Path, layer_file: str | None) -> None:
     layer = COUNTRIES if layer_file is None else load_countries(shared_data / layer_file)
     ctx = Context(layer, (), quality.Profile("cuckoo", 70.0, fix_interval_s=86400),
-                  config=TrackConfig(window_days=10000, home_range_every=10**9))
+                  config=TrackConfig(window_days=10000, home_range_every_days=None))
     _, ev = advance(TrackState.new("B89A08"), _cuckoo(shared_data), ctx)
     alerts = sorted((e for e in ev if e["type"] == "alert"),
                     key=lambda e: (e["details"]["step-start-timestamp"], e["details"]["order"]))
@@ -420,7 +420,7 @@ def _east_of_square(d_m: list[float]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _urban_alerts(fence: UrbanFence, lon: np.ndarray, lat: np.ndarray) -> list[dict[str, Any]]:
-    ctx = Context(None, (fence,), PROFILE, config=TrackConfig(home_range_every=10**9))
+    ctx = Context(None, (fence,), PROFILE, config=TrackConfig(home_range_every_days=None))
     t = T0 + np.arange(lon.size, dtype=np.int64) * H4_MS
     n = lon.size
     _, ev = advance(TrackState.new("a", 1), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0),
@@ -499,7 +499,7 @@ def test_real_almaty_boundary_as_urban_fence(shared_data: Path, tmp_path: Path) 
 # ----------------------------------------------------------------------------- the reducer
 
 ORDER_CTX = Context(COUNTRIES, ALMATY, PROFILE,
-                    config=TrackConfig(window_days=10000, home_range_every=10**9))
+                    config=TrackConfig(window_days=10000, home_range_every_days=None))
 
 
 @st.composite

@@ -116,7 +116,7 @@ def test_every_property_is_described(name: str) -> None:
 def ctx() -> Context:
     profile = quality.Profile("snow-leopard-test", 5.0, fix_interval_s=4 * 3600)
     return Context(load_countries(), load_fence_file(default_urban_path()), profile,
-                   config=TrackConfig(window_days=10000, home_range_every=12))
+                   config=TrackConfig(window_days=10000, home_range_every_days=1.0))
 
 
 def _track() -> tuple[list[float], list[float]]:
@@ -175,7 +175,7 @@ def test_reducer_produced_every_kind_of_event(events: dict[str, list[dict[str, A
     assert withdrawn, "the withdrawal must name a crossing alert sent earlier"
     assert sum(s["status"] == "withdrawn" for s in events["step"]) == 1
     assert sum(s["status"] == "current" for s in events["step"]) >= 30
-    assert events["home-range"], "home ranges every 12 good fixes from 20 on"
+    assert events["home-range"], "home ranges at daily boundaries once 20 fixes are in"
     assert {r["method"] for r in events["home-range"][0]["ranges"]} == {"mcp", "kde"}
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from collarstream.core import quality
+from collarstream.core.homerange import home_ranges
 from collarstream.core.steps import max_gap_seconds
 from collarstream.core.track import (
     Context,
@@ -29,6 +30,7 @@ from collarstream.core.track import (
     TrackConfig,
     TrackState,
     advance,
+    home_range_event,
     row_keys,
 )
 from collarstream.fences import default_urban_path, load_countries, load_fence_file
@@ -41,9 +43,19 @@ STEP_COLUMNS = [
     "distance_m", "duration_s", "speed_mps", "heading_deg", "turn_angle_deg",
     "burst-start-timestamp", "id",
 ]
-# The whole file is one track per animal: no live window, one home range at the end.
-REPLAY_CONFIG = TrackConfig(window_days=1e6, max_fixes=10**9, home_range_every=1,
-                            home_range_min_fixes=5)
+# The whole file is one track per animal: no live window. Home ranges at the live
+# system's weekly boundaries (30-day window and the track so far), plus one over the
+# whole track at the end.
+REPLAY_CONFIG = TrackConfig(window_days=1e6, max_fixes=10**9, home_range_min_fixes=5)
+
+
+def _whole_track_range(state: TrackState, cfg: TrackConfig) -> list[dict[str, Any]]:
+    good = state.flags == 0
+    n = int(np.count_nonzero(good))
+    if n < cfg.home_range_min_fixes:
+        return []
+    ranges = home_ranges(state.lon[good], state.lat[good], grid_size=cfg.home_range_grid)
+    return [home_range_event(state.animal, int(state.t_ms[good][-1]), None, n, ranges)]
 
 
 @dataclass
@@ -85,6 +97,7 @@ def analyze(csv_path: Path, out: Path, fences: Path | None = None,
         steps += [e for e in events if e["type"] == "step"]
         alerts += [e for e in events if e["type"] == "alert"]
         ranges += [e for e in events if e["type"] == "home-range"]
+        ranges += _whole_track_range(state, REPLAY_CONFIG)
         fixes += _fix_rows(track, sel, state)
         report.animals += 1
     report.fixes = len(fixes)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import numpy.typing as npt
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Space or "T" between date and time; any number of fraction digits; UTC designator
@@ -93,3 +96,9 @@ def iso(ms: int) -> str:
 def parse_ms(text: str) -> int:
     """Milliseconds since the epoch of a UTC timestamp (see parse_timestamp)."""
     return parse_timestamp(text)
+
+
+def iso_many(ms: npt.ArrayLike) -> list[str]:
+    """`iso` of many timestamps at once (numpy's formatter; ~1 µs each instead of ~3)."""
+    a = np.asarray(ms, dtype=np.int64).astype("datetime64[ms]")
+    return [s + "Z" for s in np.datetime_as_string(a, unit="ms").tolist()]

@@ -29,8 +29,9 @@ HDOP = "gps:hdop"
 SATS = "gps:satellite-count"
 HEIGHT = "height-above-ellipsoid"
 RECEIVED = "received-timestamp"
+FIX_TYPE = "gps:fix-type"  # Movebank: 1 no fix, 2 = 2-D, 3 = 3-D
 
-KNOWN = {ANIMAL, TAG, TIME, LON, LAT, HDOP, SATS, HEIGHT, RECEIVED}
+KNOWN = {ANIMAL, TAG, TIME, LON, LAT, HDOP, SATS, HEIGHT, RECEIVED, FIX_TYPE}
 MAX_ID = 128
 # An upload larger than this is not a collar's; reject rather than stall a batch.
 MAX_UPLOAD = 10_000
@@ -51,6 +52,7 @@ class Fix:
     sats: float
     height_m: float
     received_ms: int
+    fix_type: float = math.nan
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class Fix:
             SATS: None if math.isnan(self.sats) else int(self.sats),
             HEIGHT: _opt(self.height_m),
             RECEIVED: iso(self.received_ms),
+            FIX_TYPE: None if math.isnan(self.fix_type) else int(self.fix_type),
         }
 
 
@@ -109,8 +112,11 @@ def parse_fix(item: Any, received_ms: int, where: str = "") -> Fix:
     if not math.isnan(sats) and sats != int(sats):
         raise InvalidFix(f"{where}{SATS} must be a whole number")
     height = _number(item, HEIGHT, where, -1000.0, 10000.0)
+    ftype = _number(item, FIX_TYPE, where, 1.0, 3.0)
+    if not math.isnan(ftype) and ftype != int(ftype):
+        raise InvalidFix(f"{where}{FIX_TYPE} must be 1 (no fix), 2 (2-D) or 3 (3-D)")
     return Fix(animal, "" if tag is None else str(tag), t_ms, lon, lat, hdop, sats, height,
-               received_ms if rec is None else rec)
+               received_ms if rec is None else rec, ftype)
 
 
 def _time(item: dict[str, Any], key: str, where: str, required: bool) -> int | None:
@@ -152,7 +158,44 @@ def to_batch(fixes: Sequence[Fix]) -> FixBatch:
         sats=np.fromiter((f.sats for f in fixes), np.float64, len(fixes)),
         received_ms=np.fromiter((f.received_ms for f in fixes), np.int64, len(fixes)),
         tag=next((f.tag for f in reversed(fixes) if f.tag), ""),
+        fix_type=np.fromiter((f.fix_type for f in fixes), np.float64, len(fixes)),
     )
+
+
+# The internal fixes topic (validated, keyed by animal) carries columns, not objects:
+# the tracking agent turns a message into arrays without touching each fix in Python.
+_COLUMNS = ("t_ms", "lon", "lat", "hdop", "sats", "received_ms", "fix_type")
+
+
+def encode_batch(animal: str, fixes: Sequence[Fix]) -> bytes:
+    """One animal's validated fixes as one columnar message (schemas/fix-batch)."""
+    b = to_batch(fixes)
+    doc: dict[str, Any] = {"type": "fix-batch", ANIMAL: animal, TAG: b.tag or None}
+    for name in _COLUMNS:
+        col = getattr(b, name)
+        doc[name] = [None if v != v else v for v in col.tolist()] if col.dtype.kind == "f" else col
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def concat_batches(batches: Sequence[FixBatch]) -> FixBatch:
+    """One batch from several of the same animal (arrival order kept)."""
+    if len(batches) == 1:
+        return batches[0]
+    cols = {n: np.concatenate([b.fix_types() if n == "fix_type" else getattr(b, n)
+                               for b in batches]) for n in _COLUMNS}
+    return FixBatch(tag=next((b.tag for b in reversed(batches) if b.tag), ""), **cols)
+
+
+def decode_batch(raw: bytes) -> tuple[str, FixBatch]:
+    """The animal and its fixes from an `encode_batch` message."""
+    doc = orjson.loads(raw)
+    cols = {
+        name: np.asarray(doc[name], dtype=np.int64)
+        if name.endswith("_ms")
+        else np.array(doc[name], dtype=np.float64)  # None -> nan
+        for name in _COLUMNS
+    }
+    return doc[ANIMAL], FixBatch(tag=doc[TAG] or "", **cols)
 
 
 def dead_letter(raw: bytes, reason: str, topic: str, partition: int, offset: int,

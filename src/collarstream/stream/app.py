@@ -37,7 +37,15 @@ from collarstream.core.track import Context, TrackState, advance
 from collarstream.fences import default_urban_path, load_countries, load_fence_file
 from collarstream.stream import state_codec
 from collarstream.stream.topics import TopicNames
-from collarstream.wire import Fix, InvalidFix, dead_letter, parse_message, to_batch
+from collarstream.wire import (
+    Fix,
+    InvalidFix,
+    concat_batches,
+    dead_letter,
+    decode_batch,
+    encode_batch,
+    parse_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +142,7 @@ def build_app(settings: Settings) -> CollarApp:
                     )
                     await dlq.send(key=msg.key, value=orjson.dumps(record))
             for animal, items in by_animal.items():
-                body = orjson.dumps([f.to_json() for f in items])
-                await fixes.send(key=animal.encode(), value=body)
+                await fixes.send(key=animal.encode(), value=encode_batch(animal, items))
 
     @app.agent(fixes, name="track_fix")
     async def track_fix(stream: faust.StreamT) -> None:
@@ -147,18 +154,15 @@ def build_app(settings: Settings) -> CollarApp:
                 await _track_animal(key, evs)
 
     async def _track_animal(key: bytes, evs: Sequence[Any]) -> None:
-        items: list[Fix] = []
-        for ev in evs:
-            for fix in parse_message(ev.message.value, received_ms=_received_ms(ev.message)):
-                items.append(fix)
         animal = key.decode()
+        batch = concat_batches([decode_batch(ev.message.value)[1] for ev in evs])
         raw_state = animal_to_track.get(key)
         state = (
             state_codec.decode(raw_state)
             if raw_state is not None
             else TrackState.new(animal, n_fences)
         )
-        state, out = advance(state, to_batch(items), ctx)
+        state, out = advance(state, batch, ctx)
         # Tables write to the partition of the event being processed; after a batch
         # `take_events` leaves none current, so borrow this animal's last event.
         token = _current_event.set(weakref.ref(evs[-1]))
@@ -166,8 +170,15 @@ def build_app(settings: Settings) -> CollarApp:
             animal_to_track[key] = state_codec.encode(state)
         finally:
             _current_event.reset(token)
+        # Steps go out as one message per animal per batch (a JSON array, like a collar
+        # upload): a send costs tens of µs, and at 20 k fixes/s one per step would be
+        # most of the budget. Alerts and home ranges are rare and go one by one.
+        steps = [e for e in out if e["type"] == "step"]
+        if steps:
+            await outputs["step"].send(key=key, value=orjson.dumps(steps))
         for event in out:
-            await outputs[event["type"]].send(key=key, value=orjson.dumps(event))
+            if event["type"] != "step":
+                await outputs[event["type"]].send(key=key, value=orjson.dumps(event))
 
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app

@@ -26,7 +26,7 @@ _ARRAYS = (
     "burst_ms",
     "arrival_deg",
 )
-VERSION = 1
+VERSION = 2
 
 
 def encode(state: TrackState) -> bytes:
@@ -34,28 +34,34 @@ def encode(state: TrackState) -> bytes:
         "v": VERSION,
         "animal": state.animal,
         "tag": state.tag,
-        "since_home_range": state.since_home_range,
         "emitted": state.emitted,
+        "fix_type": None if state.fix_type is None else _pack(state.fix_type),
     }
     for name in _ARRAYS:
-        a = np.ascontiguousarray(getattr(state, name))
-        doc[name] = [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]
+        doc[name] = _pack(getattr(state, name))
     return orjson.dumps(doc)
+
+
+def _pack(a: np.ndarray) -> list[Any]:
+    a = np.ascontiguousarray(a)
+    return [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]
+
+
+def _unpack(packed: list[Any]) -> np.ndarray:
+    dt, shape, b64 = packed
+    return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dt)).reshape(shape).copy()
 
 
 def decode(raw: bytes) -> TrackState:
     doc = orjson.loads(raw)
     if doc.get("v") != VERSION:
         raise ValueError(f"track state version {doc.get('v')!r}, expected {VERSION}")
-    arrays = {
-        name: np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dt)).reshape(shape).copy()
-        for name, (dt, shape, b64) in ((n, doc[n]) for n in _ARRAYS)
-    }
+    arrays = {name: _unpack(doc[name]) for name in _ARRAYS}
     emitted = {k: (int(v[0]), str(v[1])) for k, v in doc["emitted"].items()}
     return TrackState(
         animal=doc["animal"],
         tag=doc["tag"],
         emitted=emitted,
-        since_home_range=int(doc["since_home_range"]),
+        fix_type=None if doc["fix_type"] is None else _unpack(doc["fix_type"]),
         **arrays,
     )
