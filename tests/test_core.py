@@ -498,14 +498,18 @@ def test_real_almaty_boundary_as_urban_fence(shared_data: Path, tmp_path: Path) 
 
 # ----------------------------------------------------------------------------- the reducer
 
+# Home ranges at daily boundaries over 2-day windows, so random tracks of a few days
+# make them too (and their corrections when a late fix lands before a boundary).
 ORDER_CTX = Context(COUNTRIES, ALMATY, PROFILE,
-                    config=TrackConfig(window_days=10000, home_range_every_days=None))
+                    config=TrackConfig(window_days=10000, home_range_every_days=1.0,
+                                       home_range_windows_days=(2.0,), home_range_min_fixes=5))
 
 
 @st.composite
-def messy_tracks(draw: st.DrawFn) -> list[tuple[int, float, float, float, float]]:
+def messy_tracks(draw: st.DrawFn) -> list[tuple[int, float, float, float, float, float]]:
     """Fixes near 77E 43N (Almaty fence, KAZ/KGZ border): 4-hourly with jitter, a
-    random walk, with duplicates, failed fixes, outliers, poor HDOP and few satellites."""
+    random walk, with duplicates, near duplicates, failed fixes, outliers, poor HDOP,
+    few satellites and 2-D fixes (time, lon, lat, hdop, sats, fix type)."""
     n = draw(st.integers(5, 40))
     fixes = []
     t, lon, lat = T0, draw(st.floats(76.85, 77.1)), draw(st.floats(42.9, 43.15))
@@ -517,26 +521,31 @@ def messy_tracks(draw: st.DrawFn) -> list[tuple[int, float, float, float, float]
         lat += draw(st.floats(-0.03, 0.03))
         hdop = draw(st.sampled_from([0.9, 1.5, 3.0, 12.0]))
         sats = draw(st.sampled_from([2.0, 5.0, 9.0, math.nan]))
-        kind = draw(st.sampled_from(["ok"] * 6 + ["missing", "outlier", "dup"]))
+        ftype = draw(st.sampled_from([3.0, 3.0, 2.0, 1.0, math.nan]))
+        kind = draw(st.sampled_from(["ok"] * 6 + ["missing", "outlier", "dup", "near"]))
         if kind == "missing":
-            fixes.append((t, math.nan, math.nan, hdop, sats))
+            fixes.append((t, math.nan, math.nan, hdop, sats, ftype))
         elif kind == "outlier":
-            fixes.append((t, lon + 1.5, lat - 1.0, hdop, sats))
+            fixes.append((t, lon + 1.5, lat - 1.0, hdop, sats, ftype))
         else:
-            fixes.append((t, round(lon, 6), round(lat, 6), hdop, sats))
+            fixes.append((t, round(lon, 6), round(lat, 6), hdop, sats, ftype))
             if kind == "dup":  # same instant, another position and HDOP
                 fixes.append((t, round(lon + 0.001, 6), round(lat, 6),
-                              draw(st.sampled_from([0.8, 2.0])), 7.0))
+                              draw(st.sampled_from([0.8, 2.0])), 7.0, 3.0))
+            if kind == "near":  # the same fix re-stamped seconds later
+                fixes.append((t + draw(st.integers(1, 59)) * 1000, round(lon + 0.0002, 6),
+                              round(lat, 6), draw(st.sampled_from([0.8, 2.0])), 7.0, ftype))
     return fixes
 
 
-def _batch(fixes: list[tuple[int, float, float, float, float]]) -> FixBatch:
+def _batch(fixes: list[tuple[float, ...]]) -> FixBatch:
     if not fixes:
         return FixBatch.empty()
-    t, lon, lat, hdop, sats = (np.asarray(c) for c in zip(*fixes, strict=True))
-    t = t.astype(np.int64)
-    return FixBatch(t, lon.astype(float), lat.astype(float), hdop.astype(float),
-                    sats.astype(float), t + 120_000, "collar-7")
+    cols = [np.asarray(c) for c in zip(*fixes, strict=True)]
+    t = cols[0].astype(np.int64)
+    ftype = cols[5].astype(float) if len(cols) > 5 else None
+    return FixBatch(t, cols[1].astype(float), cols[2].astype(float), cols[3].astype(float),
+                    cols[4].astype(float), t + 120_000, "collar-7", ftype)
 
 
 def _replay(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -549,6 +558,8 @@ def _replay(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         elif e["type"] == "alert" and e["kind"] == "withdrawal":
             assert e["withdraws"] in live, "withdraws an alert never sent"
             del live[e["withdraws"]]
+        elif e["type"] == "home-range-due":  # its inputs decide the home range
+            live[e["id"]] = {**e, "lon": e["lon"].tolist(), "lat": e["lat"].tolist()}
         else:
             live[e["id"]] = e
     return live
@@ -557,7 +568,7 @@ def _replay(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 @given(track=messy_tracks(), data=st.data())
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_reducer_is_independent_of_arrival_order(
-    track: list[tuple[int, float, float, float, float]], data: st.DataObject
+    track: list[tuple[float, ...]], data: st.DataObject
 ) -> None:
     whole_state, whole = advance(TrackState.new("leo", len(ALMATY)), _batch(track), ORDER_CTX)
     expected = _replay(whole)
@@ -574,8 +585,9 @@ def test_reducer_is_independent_of_arrival_order(
         state, ev = advance(state, _batch(arrival[a:b]), ORDER_CTX)
         emitted += ev
     kinds = {e.get("kind", e.get("status")) for e in emitted}
+    kinds |= {e["type"] for e in emitted}
     for k in sorted(k for k in kinds if k in ("withdrawn", "withdrawal", "border-crossing",
-                                              "urban-edge")):
+                                              "urban-edge", "home-range-due")):
         event(f"emitted {k}")  # --hypothesis-show-statistics: how often each case arises
     assert _replay(emitted) == expected
     # What was emitted, by id, content digest and anchor time.

@@ -24,7 +24,14 @@ from referencing import Registry, Resource
 
 from collarstream import wire
 from collarstream.core import quality
-from collarstream.core.track import Context, FixBatch, TrackConfig, TrackState, advance
+from collarstream.core.track import (
+    Context,
+    FixBatch,
+    TrackConfig,
+    TrackState,
+    advance,
+    resolve_home_ranges,
+)
 from collarstream.fences import FenceError, default_urban_path, load_countries, load_fence_file
 from collarstream.timefmt import iso, parse_ms
 
@@ -155,7 +162,7 @@ def events(ctx: Context) -> dict[str, list[dict[str, Any]]]:
     state, ev = advance(state, late, ctx)
     out += ev
     by_type: dict[str, list[dict[str, Any]]] = {"step": [], "alert": [], "home-range": []}
-    for e in out:
+    for e in resolve_home_ranges(out):
         by_type[e["type"]].append(e)
     return by_type
 

@@ -31,6 +31,7 @@ from collarstream.core.track import (
     TrackState,
     advance,
     home_range_event,
+    resolve_home_ranges,
     row_keys,
 )
 from collarstream.fences import default_urban_path, load_countries, load_fence_file
@@ -94,6 +95,7 @@ def analyze(csv_path: Path, out: Path, fences: Path | None = None,
         sel = np.flatnonzero(track.animal == animal)
         actx = replace(ctx, profile=_profile_for(track, sel, profile))
         state, events = advance(TrackState.new(animal, len(ctx.urban)), _batch(track, sel), actx)
+        events = resolve_home_ranges(events)
         steps += [e for e in events if e["type"] == "step"]
         alerts += [e for e in events if e["type"] == "alert"]
         ranges += [e for e in events if e["type"] == "home-range"]

@@ -551,11 +551,14 @@ def _zone_events(
 
 
 def _home_ranges(s: TrackState, anchor_from: int, cfg: TrackConfig) -> list[Event]:
-    """Home ranges at every closed boundary from `anchor_from` on (see TrackConfig).
+    """Home-range work items at every closed boundary from `anchor_from` on.
 
-    A boundary is closed once a good fix at or after it exists. Each is recomputed
-    whenever the track changes at or before it; `_diff` turns unchanged results into
-    nothing and changed ones into corrections.
+    A boundary is closed once a good fix at or after it exists. The reducer does not
+    estimate the range itself (a KDE with isopleths costs milliseconds, a step
+    microseconds): it emits a `home-range-due` item holding the fixes, and
+    `compute_home_range(item)` turns it into the home-range event, inline in a replay,
+    off the fix path in the live worker. Items are diffed like any event, so an item
+    is re-sent only when a late fix changed the fixes before its boundary.
     """
     if cfg.home_range_every_days is None:
         return []
@@ -568,8 +571,6 @@ def _home_ranges(s: TrackState, anchor_from: int, cfg: TrackConfig) -> list[Even
     b0 = -(-first // every) * every  # first boundary >= first
     if b0 > t[-1]:
         return []
-    from collarstream.core.homerange import home_ranges
-
     lon, lat = s.lon[good], s.lat[good]
     out = []
     for boundary in range(b0, int(t[-1]) + 1, every):
@@ -578,12 +579,44 @@ def _home_ranges(s: TrackState, anchor_from: int, cfg: TrackConfig) -> list[Even
             begin = int(np.searchsorted(t, boundary - window * 86_400_000))
             if end - begin < cfg.home_range_min_fixes:
                 continue
-            ranges = home_ranges(lon[begin:end], lat[begin:end], grid_size=cfg.home_range_grid)
-            event = home_range_event(s.animal, boundary, window, end - begin, ranges)
-            event["_anchor"] = boundary
-            event["window-start-timestamp"] = iso(int(t[begin]))
-            out.append(event)
+            out.append(
+                {
+                    "type": "home-range-due",
+                    "_anchor": boundary,
+                    "id": event_id("hr", s.animal, boundary, window),
+                    "individual-local-identifier": s.animal,
+                    "boundary_ms": boundary,
+                    "window_days": window,
+                    "window_start_ms": int(t[begin]),
+                    "grid": cfg.home_range_grid,
+                    "lon": lon[begin:end],
+                    "lat": lat[begin:end],
+                }
+            )
     return out
+
+
+def resolve_home_ranges(events: list[Event]) -> list[Event]:
+    """Events with each `home-range-due` item replaced by its home range (replay)."""
+    return [compute_home_range(e) if e["type"] == "home-range-due" else e for e in events]
+
+
+def compute_home_range(item: Event) -> Event:
+    """The home-range event of a `home-range-due` work item (pure; any process)."""
+    from collarstream.core.homerange import home_ranges
+
+    lon = np.asarray(item["lon"], dtype=np.float64)
+    lat = np.asarray(item["lat"], dtype=np.float64)
+    ranges = home_ranges(lon, lat, grid_size=int(item["grid"]))
+    event = home_range_event(
+        item["individual-local-identifier"],
+        int(item["boundary_ms"]),
+        item["window_days"],
+        int(lon.size),
+        ranges,
+    )
+    event["window-start-timestamp"] = iso(int(item["window_start_ms"]))
+    return event
 
 
 def home_range_event(

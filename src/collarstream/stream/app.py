@@ -19,7 +19,10 @@ repeat emit the same ids, which sinks drop.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import multiprocessing
 import time
 import weakref
 from collections import defaultdict
@@ -33,7 +36,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from collarstream.config import Settings
 from collarstream.core.quality import PROFILES
-from collarstream.core.track import Context, TrackState, advance
+from collarstream.core.track import Context, TrackState, advance, compute_home_range
 from collarstream.fences import default_urban_path, load_countries, load_fence_file
 from collarstream.stream import state_codec
 from collarstream.stream.topics import TopicNames
@@ -113,6 +116,7 @@ def build_app(settings: Settings) -> CollarApp:
         "step": topic(names.steps),
         "alert": topic(names.alerts),
         "home-range": topic(names.home_ranges),
+        "home-range-due": topic(names.home_range_work),
     }
     dlq = topic(names.dead_letter)
     animal_to_track = app.Table("animal_to_track", partitions=settings.partitions)
@@ -178,7 +182,33 @@ def build_app(settings: Settings) -> CollarApp:
             await outputs["step"].send(key=key, value=orjson.dumps(steps))
         for event in out:
             if event["type"] != "step":
-                await outputs[event["type"]].send(key=key, value=orjson.dumps(event))
+                body = orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
+                await outputs[event["type"]].send(key=key, value=body)
+
+    # Home ranges cost milliseconds each (KDE, isopleths) against microseconds a fix, so
+    # they are estimated here, off the fix path, in a process of their own: the tracking
+    # agent only says which are due (with their fixes), and alerts never wait for them.
+    # "spawn": forking a process that runs the consumer's thread can deadlock the child.
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn")
+    )
+
+    @app.agent(outputs["home-range-due"], name="estimate_home_range")
+    async def estimate_home_range(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            # A later item for the same id (a correction) supersedes an earlier one.
+            latest = {}
+            for ev in events:
+                item = orjson.loads(ev.message.value)
+                latest[item["id"]] = (ev.message.key, item)
+            for key, item in latest.values():
+                event = await loop.run_in_executor(pool, compute_home_range, item)
+                await outputs["home-range"].send(key=key, value=orjson.dumps(event))
+
+    @app.on_before_shutdown.connect
+    async def _stop_pool(app: faust.App, **kwargs: Any) -> None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app

@@ -28,7 +28,7 @@ __all__ = ["TopicNames", "consume_all", "ensure_topics", "produce_json"]
 
 # Kafka's own limits: legal characters, and 249 minus room for our longest suffix.
 _LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
-_MAX_PREFIX_LEN = 249 - len(".home-ranges")
+_MAX_PREFIX_LEN = 249 - len(".home-range-work")
 _ADMIN_TIMEOUT_MS = 15_000
 # A few ms of linger lets the feeder batch records without making single sends feel slow.
 _LINGER_MS = 5
@@ -69,6 +69,11 @@ class TopicNames:
         return f"{self.prefix}.home-ranges"
 
     @property
+    def home_range_work(self) -> str:
+        """Home ranges due (internal): the fixes of each window, for the estimating agent."""
+        return f"{self.prefix}.home-range-work"
+
+    @property
     def dead_letter(self) -> str:
         return f"{self.prefix}.dead-letter"
 
@@ -79,6 +84,7 @@ class TopicNames:
             self.steps,
             self.alerts,
             self.home_ranges,
+            self.home_range_work,
             self.dead_letter,
         )
 
