@@ -1,16 +1,32 @@
 """Benchmarks of the spatial core, each against a baseline measured in the same run.
 
-    python bench/bench_core.py [--fixes N] [--repeats K]
+    python bench/bench_core.py [--fixes N] [--repeats K] [--mpd-fixes M]
 
 Prints medians over K repeats and the ratio against the baseline:
   steps       compute_steps (vectorized)        vs a per-row geographiclib loop
+  steps/mpd   compute_steps on M fixes          vs movingpandas add_speed + add_direction
+              on the same M fixes (time of those two calls only; the GeoDataFrame and
+              Trajectory are built beforehand, outside the timer)
+  steps/mpd+  the same, movingpandas timed including GeoDataFrame + Trajectory build
   membership  CountryLayer.locate (STRtree)     vs a per-point shapely loop
   crossings   CountryLayer.crossings            (steps/s; no baseline in this run)
   reducer     core.track.advance, whole track   fixes/s through the whole core
   reducer/12  advance in uploads of 12 fixes    fixes/s as the live agent calls it
-  kde         home_ranges on 100k fixes         vs scipy gaussian_kde on a 128x128 grid
-Baselines run on a subsample and are scaled per item; noisy 2-core machines: quote
-medians and ratios, not single runs.
+  kde512      kde_grid + 50/95 % isopleths, 100k fixes, 512x512 grid, h_ref
+                                                vs scipy gaussian_kde on the same 512x512
+                                                nodes (run on 1,000 fixes, scaled x100:
+                                                its cost is linear in the number of fixes)
+  kde-lscv    lscv_bandwidth on 100k fixes      (100 bandwidths, binned; no baseline:
+                                                adehabitatHR's O(n²) loop is R, not here)
+  kde-plugin  plugin_bandwidth on 100k fixes    (no baseline)
+The steps loop and the scipy baseline run on a subsample and are scaled per item;
+movingpandas runs on exactly the fixes compute_steps gets in its row. Noisy 2-core
+machines: quote medians and ratios, not single runs.
+
+The default run (1M fixes, 5 repeats, movingpandas on 50k) takes a few minutes.
+``--fixes 10000000`` works for steps (≈ 2-3 GB peak: ten float64/int64 arrays of 10M
+plus geodesic temporaries); ``--mpd-fixes`` above ~200k makes movingpandas' per-row
+geodesics take minutes.
 """
 
 from __future__ import annotations
@@ -24,7 +40,13 @@ import numpy as np
 import shapely
 
 from collarstream.core.countries import CountryLayer
-from collarstream.core.homerange import home_ranges
+from collarstream.core.homerange import (
+    grid_isopleths,
+    kde_grid,
+    lscv_bandwidth,
+    plugin_bandwidth,
+    reference_bandwidth,
+)
 from collarstream.core.quality import PROFILES
 from collarstream.core.steps import compute_steps
 from collarstream.core.track import Context, FixBatch, TrackConfig, TrackState, advance
@@ -108,46 +130,111 @@ def bench_reducer(ctx: Context, n: int, repeats: int, upload: int | None) -> Non
         size = upload or n
         for a in range(0, n, size):
             s = slice(a, a + size)
-            state, _ = advance(state, FixBatch(t[s], lon[s], lat[s], hdop[s], nan[s], t[s]),
-                               ctx)
+            state, _ = advance(state, FixBatch(t[s], lon[s], lat[s], hdop[s], nan[s], t[s]), ctx)
 
     secs = timed(run, repeats)
     row("reducer" if upload is None else f"reducer/{upload}", n, secs, None)
 
 
-def bench_kde(n: int, repeats: int) -> None:
+def bench_steps_movingpandas(m: int, repeats: int) -> None:
+    """compute_steps vs movingpandas on the same m fixes (speed m/s + direction)."""
+    import warnings
+
+    import geopandas as gpd
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "missing optional dependency" notices
+        import movingpandas as mpd
+
+    lon, lat, t = walk(m, seed=6)
+    good = np.ones(m, bool)
+    ours = timed(lambda: compute_steps(t, lon, lat, good, 12 * 3600.0), repeats)
+
+    def build() -> object:
+        gdf = gpd.GeoDataFrame(
+            {"t": pd.to_datetime(t, unit="ms")},
+            geometry=gpd.points_from_xy(lon, lat),
+            crs="EPSG:4326",
+        ).set_index("t")
+        return mpd.Trajectory(gdf, 1)
+
+    def speed_direction(traj: object) -> None:
+        traj.add_speed(overwrite=True, units=("m", "s"))  # type: ignore[attr-defined]
+        traj.add_direction(overwrite=True)  # type: ignore[attr-defined]
+
+    mpd_repeats = max(1, min(repeats, 3))  # tens of seconds per run at 100k fixes
+    trajs = [build() for _ in range(mpd_repeats)]  # built outside the timer
+    it = iter(trajs)
+    calls_only = timed(lambda: speed_direction(next(it)), mpd_repeats)
+    with_build = timed(lambda: speed_direction(build()), 1)
+    row("steps/mpd", m, ours, calls_only)
+    row("steps/mpd+", m, ours, with_build)
+
+
+def bench_kde(n: int, repeats: int, grid: int = 512) -> None:
+    """kde_grid + isopleths on a grid x grid lattice vs scipy on the same nodes."""
     from scipy.stats import gaussian_kde
 
     rng = np.random.default_rng(5)
-    lon = 77.0 + rng.normal(0, 0.05, n)
-    lat = 43.0 + rng.normal(0, 0.04, n)
-    secs = timed(lambda: home_ranges(lon, lat, grid_size=128), repeats)
-    m = min(n, 5_000)
-    xs, ys = np.meshgrid(np.linspace(76.8, 77.2, 128), np.linspace(42.85, 43.15, 128))
+    # Isotropic synthetic fixes in metres: scipy's kernel (data covariance x factor²) is
+    # then ≈ h² I, the same kernel as ours up to the sample covariance's anisotropy.
+    x, y = rng.normal(0, 2000, (2, n))
+    # Two opposite corner fixes make the bounding box square, so the grid is exactly
+    # grid x grid nodes (kde_grid gives the shorter side fewer nodes otherwise).
+    r = float(max(np.abs(x).max(), np.abs(y).max()))
+    x[:2], y[:2] = (-r, r), (-r, r)
+    kde_grid(x, y, grid_size=grid)  # warm-up: FFT plans, imports
+
+    def ours() -> None:
+        g = kde_grid(x, y, grid_size=grid)
+        grid_isopleths(g, (50.0, 95.0))
+
+    secs = timed(ours, repeats)
+    g = kde_grid(x, y, grid_size=grid)
+    assert g.density.shape == (grid, grid), g.density.shape  # exactly grid x grid nodes
+    gx, gy = np.meshgrid(g.xs, g.ys)
+    nodes = np.vstack([gx.ravel(), gy.ravel()])
+    m = min(n, 1_000)
+    sigma = float(np.sqrt(0.5 * (np.var(x, ddof=1) + np.var(y, ddof=1))))
+    factor = reference_bandwidth(x, y) / sigma
 
     def scipy_grid() -> None:
-        gaussian_kde(np.vstack([lon[:m], lat[:m]]))(np.vstack([xs.ravel(), ys.ravel()]))
+        gaussian_kde(np.vstack([x[:m], y[:m]]), bw_method=factor)(nodes)
 
-    base = timed(scipy_grid, 1) * (n / m)  # gaussian_kde is O(n x grid)
-    row("kde", n, secs, base)
+    base = timed(scipy_grid, 1) * (n / m)  # gaussian_kde is O(n x nodes)
+    row(f"kde{grid}", n, secs, base)
+
+
+def bench_bandwidths(n: int, repeats: int) -> None:
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(0, 2000, (2, n))
+    row("kde-lscv", n, timed(lambda: lscv_bandwidth(x, y), repeats), None)
+    row("kde-plugin", n, timed(lambda: plugin_bandwidth(x, y), repeats), None)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixes", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--mpd-fixes", type=int, default=50_000)
     args = ap.parse_args()
     layer = load_countries()
-    ctx = Context(layer, load_fence_file(default_urban_path()), PROFILES["snow-leopard"],
-                  config=TrackConfig(window_days=1e6, max_fixes=10**9,
-                                     home_range_every=10**9))
+    ctx = Context(
+        layer,
+        load_fence_file(default_urban_path()),
+        PROFILES["snow-leopard"],
+        config=TrackConfig(window_days=1e6, max_fixes=10**9, home_range_every_days=None),
+    )
     print(f"{'bench':<12} {'items':>10} {'':<7} {'median':>13} {'rate':>16} {'vs base':>9}")
     bench_steps(args.fixes, args.repeats)
+    bench_steps_movingpandas(min(args.fixes, args.mpd_fixes), args.repeats)
     bench_membership(layer, args.fixes, args.repeats)
     bench_crossings(layer, min(args.fixes, 100_000), args.repeats)
     bench_reducer(ctx, min(args.fixes, 100_000), args.repeats, None)
     bench_reducer(ctx, 5_000, args.repeats, 12)
     bench_kde(100_000, args.repeats)
+    bench_bandwidths(100_000, args.repeats)
 
 
 if __name__ == "__main__":
