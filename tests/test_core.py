@@ -377,7 +377,7 @@ def test_cuckoo_b89a08_country_sequence(shared_data: Path, layer_file: str | Non
     ctx = Context(layer, (), quality.Profile("cuckoo", 70.0, fix_interval_s=86400),
                   config=TrackConfig(window_days=10000, home_range_every_days=None))
     _, ev = advance(TrackState.new("B89A08"), _cuckoo(shared_data), ctx)
-    alerts = sorted((e for e in ev if e["type"] == "alert"),
+    alerts = sorted((e for e in ev if e.get("kind") == "border-crossing"),
                     key=lambda e: (e["details"]["step-start-timestamp"], e["details"]["order"]))
     seq = [alerts[0]["details"]["from"]["name"]] + [a["details"]["to"]["name"] for a in alerts]
     for prev, nxt in itertools.pairwise(alerts):
@@ -425,7 +425,7 @@ def _urban_alerts(fence: UrbanFence, lon: np.ndarray, lat: np.ndarray) -> list[d
     n = lon.size
     _, ev = advance(TrackState.new("a", 1), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0),
                                                      t), ctx)
-    return [e for e in ev if e["type"] == "alert"]
+    return [e for e in ev if e.get("kind") == "urban-edge"]
 
 
 def test_jitter_at_the_zone_edge_raises_one_alert() -> None:

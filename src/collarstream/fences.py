@@ -5,6 +5,7 @@ The core never reads files; this module turns files into core objects.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 import shapely
 
+from collarstream.core.approach import BorderLines
+from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer
 from collarstream.core.zones import UrbanFence, Zone
 
@@ -133,3 +136,25 @@ def default_urban_path() -> Path:
 def load_fences(countries: str | Path | None = None, urban: str | Path | None = None) -> FenceSet:
     """Default fences: Natural Earth countries and the approximate Almaty polygon."""
     return FenceSet(load_countries(countries), load_fence_file(urban or default_urban_path()))
+
+
+def default_protected_areas_path() -> Path:
+    """Hand-drawn, approximate outlines of Ile-Alatau NP and the Ustyurt reserve."""
+    return Path(__file__).parent / "data" / "protected-areas-approx.geojson"
+
+
+def load_protected_areas(path: str | Path | None = None) -> ProtectedAreas:
+    """Protected areas from a GeoJSON FeatureCollection (properties: id, name, optional
+    hysteresis_m); the bundled approximate outlines by default."""
+    path = Path(path) if path else default_protected_areas_path()
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return ProtectedAreas.from_geojson(doc)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FenceError(f"{path}: not a protected-area FeatureCollection: {exc}") from exc
+
+
+@functools.cache
+def border_lines(layer: CountryLayer) -> BorderLines:
+    """Land borders between the layer's countries, for approach alerts (built once)."""
+    return BorderLines.from_layer(layer)

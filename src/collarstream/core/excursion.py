@@ -44,9 +44,10 @@ HYSTERESIS_M = 500.0
 Cache = dict[tuple[int, str], UrbanFence | None]
 
 
-def day_start_ms(t_ms: IntArray) -> IntArray:
-    """Start (00:00 UTC) of each fix's day."""
-    return np.floor_divide(np.asarray(t_ms, np.int64), DAY_MS) * DAY_MS
+def day_start_ms(t_ms: IntArray, period_ms: int = DAY_MS) -> IntArray:
+    """Start of each fix's period (00:00 UTC of its day by default; periods count from
+    the epoch, so a 7-day period starts on Thursdays, like the home-range boundaries)."""
+    return np.floor_divide(np.asarray(t_ms, np.int64), period_ms) * period_ms
 
 
 def _digest(t: IntArray, lon: FloatArray, lat: FloatArray) -> str:
@@ -109,6 +110,7 @@ def excursions(
     days: int = REFERENCE_DAYS,
     min_fixes: int = MIN_FIXES,
     hysteresis_m: float = HYSTERESIS_M,
+    period_ms: int = DAY_MS,
 ) -> Excursions:
     """Excursion state of fixes [start:] of one animal's time-sorted good fixes.
 
@@ -123,7 +125,7 @@ def excursions(
     home_set = np.zeros(n, dtype=bool)  # inside the range: sets "home"
     home_keep = np.ones(n, dtype=bool)  # within the widened range (or unjudged): keeps it
     judged = np.zeros(n, dtype=bool)
-    day = day_start_ms(t[start:])
+    day = day_start_ms(t[start:], period_ms)
     bounds = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]])) if n else []
     for a, b in zip(bounds, [*list(bounds[1:]), n], strict=True):
         fence = reference_range(t, lon, lat, int(day[a]), cache, days, min_fixes, hysteresis_m)

@@ -21,7 +21,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from collarstream.core import approach as approach_mod
+from collarstream.core import excursion as excursion_mod
+from collarstream.core import immobility as immobility_mod
 from collarstream.core import quality
+from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer
 from collarstream.core.steps import compute_steps, max_gap_seconds
 from collarstream.core.zones import UrbanFence
@@ -34,6 +38,12 @@ Event = dict[str, Any]
 # Good fixes recomputed before the first changed one: flags judge a fix by its
 # neighbours, so a change can reach this far back.
 CONTEXT_FIXES = 3
+
+# Columns of TrackState.det.
+DET_APPROACH, DET_COUNTRY, DET_AWAY, DET_IMMOBILE_SINCE, DET_AREAS = 0, 1, 2, 3, 4
+WEEK_MS = 7 * 86_400_000
+# Memo of excursion reference ranges, keyed by content (see core.excursion): pure.
+_EXCURSION_CACHE: excursion_mod.Cache = {}
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,23 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
+class Detectors:
+    """Thresholds of the episode alerts (see each module for the reasoning)."""
+
+    approach_within_m: float = approach_mod.WITHIN_M
+    approach_hysteresis_m: float = approach_mod.HYSTERESIS_M
+    approach_cone_deg: float = approach_mod.CONE_DEG
+    immobility: bool = True
+    immobile_radius_m: float = immobility_mod.RADIUS_M
+    immobile_release_m: float = immobility_mod.RELEASE_M
+    immobile_hours: float = immobility_mod.MIN_DURATION_S / 3600.0
+    excursions: bool = True
+    excursion_reference_days: int = excursion_mod.REFERENCE_DAYS
+    # The reference range is re-estimated at weekly boundaries, like the published ones.
+    excursion_period_days: int = 7
+
+
+@dataclass(frozen=True)
 class Context:
     """What a track is judged against: fences, species profiles, limits."""
 
@@ -86,6 +113,10 @@ class Context:
     profile: quality.Profile = quality.PROFILES["default"]
     profiles: Mapping[str, quality.Profile] = field(default_factory=dict)
     config: TrackConfig = TrackConfig()
+    # Border lines for approach alerts (None: no approach alerts); protected areas.
+    borders: approach_mod.BorderLines | None = None
+    areas: ProtectedAreas | None = None
+    detectors: Detectors = Detectors()
 
     def profile_for(self, animal: str) -> quality.Profile:
         return self.profiles.get(animal, self.profile)
@@ -109,6 +140,18 @@ class TrackState:
     arrival_deg: FloatArray  # arrival azimuth of the step ending at each fix
     emitted: dict[str, tuple[int, str]]  # event id -> (anchor time, content digest)
     fix_type: FloatArray | None = None  # None: all unknown (NaN)
+    # Episode state after each good fix, the carry of a recomputation: columns DET_*,
+    # then one per protected area (inside). None: no rows yet.
+    det: npt.NDArray[np.int64] | None = None
+
+    def dets(self, n_areas: int) -> npt.NDArray[np.int64]:
+        width = DET_AREAS + n_areas
+        if self.det is None or self.det.shape[1] != width:
+            d = np.zeros((self.t_ms.size, width), np.int64)
+            d[:, DET_COUNTRY] = -1
+            d[:, DET_IMMOBILE_SINCE] = -1
+            return d
+        return self.det
 
     def fix_types(self) -> FloatArray:
         if self.fix_type is None:
@@ -208,6 +251,9 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
         arrival_deg=np.concatenate([state.arrival_deg, np.full(idx.size, np.nan)])[order],
         emitted=state.emitted,
         fix_type=None if np.isnan(ftype).all() else ftype[order],
+        det=None
+        if state.det is None
+        else np.concatenate([state.det, np.zeros((idx.size, state.det.shape[1]), np.int64)])[order],
     )
     return merged, int(np.flatnonzero(is_new)[0])
 
@@ -275,7 +321,9 @@ def _recompute(
         zone[gi, f] = levels
         prev_t = int(s.t_ms[prior[-1]]) if prior.size else None
         events += _zone_events(s, fence, gi, levels, carry, prev_t)
-    return replace(s, zone=zone, burst_ms=burst, arrival_deg=arrival), events
+    det = s.dets(len(ctx.areas) if ctx.areas else 0).copy()
+    events += _episode_events(s, gi, prior, steps, ctx, det)
+    return replace(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
 
 
 def _has_burst(s: TrackState, first: int, prior: IntArray, max_gap: float) -> bool:
@@ -505,6 +553,181 @@ def _gap_crossings(s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer)
     return out
 
 
+def _episode_events(
+    s: TrackState, gi: IntArray, prior: IntArray, steps: Any, ctx: Context, det: Any
+) -> list[Event]:
+    """Border approach, protected-area, excursion and immobility episodes of good fixes
+    `gi`, carried on from the good fix before them (`det` holds the per-fix state and
+    is updated in place). Each event is anchored at the good fix before it."""
+    out: list[Event] = []
+    last = int(prior[-1]) if prior.size else None
+    prev_t = np.concatenate(
+        [[s.t_ms[last] if last is not None else s.t_ms[gi[0]]], s.t_ms[gi[:-1]]]
+    )
+    lon, lat = s.lon[gi], s.lat[gi]
+    d = ctx.detectors
+
+    def alert(j: int, kind: str, severity: str, key: object, details: Event) -> None:
+        i = int(gi[j])
+        eid = event_id("alr", s.animal, kind, key, int(s.t_ms[i]))
+        out.append(
+            _alert(
+                s, i, kind, severity, eid, int(prev_t[j]), float(s.lon[i]), float(s.lat[i]), details
+            )
+        )
+
+    if ctx.countries is not None and ctx.borders is not None:
+        country = ctx.countries.locate(lon, lat)
+        heading = np.full(gi.size, np.nan)
+        step_m = np.full(gi.size, np.nan)
+        pos = np.searchsorted(gi, steps.i1)
+        heading[pos], step_m[pos] = steps.arrival_deg, steps.dist_m
+        carry = (
+            None
+            if last is None
+            else approach_mod.ApproachCarry(
+                bool(det[last, DET_APPROACH]), int(det[last, DET_COUNTRY])
+            )
+        )
+        a = approach_mod.approach(
+            ctx.borders,
+            lon,
+            lat,
+            heading,
+            country,
+            carry,
+            d.approach_within_m,
+            d.approach_hysteresis_m,
+            d.approach_cone_deg,
+            step_m=step_m,
+        )
+        det[gi, DET_APPROACH], det[gi, DET_COUNTRY] = a.active, country
+        layer = ctx.countries
+        for j in a.start.tolist():
+            nb = int(a.distance.neighbour[j])
+            alert(
+                j,
+                "border-approach",
+                "warning",
+                layer.codes[nb],
+                {
+                    "country": _country(layer, int(country[j])),
+                    "toward": _country(layer, nb),
+                    "distance_m": round(float(a.distance.dist_m[j]), 1),
+                    "within_m": d.approach_within_m,
+                    "heading_deg": round(float(heading[j]) % 360.0, 3),
+                    "bearing-to-border_deg": round(float(a.distance.azimuth_deg[j]) % 360.0, 3),
+                },
+            )
+    if ctx.areas is not None and len(ctx.areas):
+        cols = slice(DET_AREAS, DET_AREAS + len(ctx.areas))
+        carry_a = None if last is None else tuple(bool(v) for v in det[last, cols])
+        m = ctx.areas.membership(lon, lat, carry_a)
+        det[gi, cols] = m.inside
+        for fixes, areas, transition in (
+            (m.exit_fix, m.exit_area, "exit"),
+            (m.enter_fix, m.enter_area, "enter"),
+        ):
+            for j, k in zip(fixes.tolist(), areas.tolist(), strict=True):
+                fence = ctx.areas.fences[k]
+                alert(
+                    j,
+                    "protected-area",
+                    "warning" if transition == "exit" else "info",
+                    (fence.id, transition),
+                    {"fence-id": fence.id, "fence-name": fence.name, "transition": transition},
+                )
+    good = np.concatenate([prior, gi])
+    start = prior.size
+    tg, long_, latg = s.t_ms[good], s.lon[good], s.lat[good]
+    if d.excursions:
+        ex = excursion_mod.excursions(
+            tg,
+            long_,
+            latg,
+            start,
+            None if last is None else bool(det[last, DET_AWAY]),
+            _EXCURSION_CACHE,
+            days=d.excursion_reference_days,
+            period_ms=d.excursion_period_days * 86_400_000,
+        )
+        if len(_EXCURSION_CACHE) > 4096:
+            _EXCURSION_CACHE.clear()
+        det[gi, DET_AWAY] = ex.away
+        for idx, transition in ((ex.exit, "exit"), (ex.back, "return")):
+            for g in idx.tolist():
+                alert(
+                    g - start,
+                    "home-range-excursion",
+                    "warning" if transition == "exit" else "info",
+                    transition,
+                    {
+                        "transition": transition,
+                        "level": excursion_mod.LEVEL,
+                        "reference-days": d.excursion_reference_days,
+                    },
+                )
+    if d.immobility:
+        since = int(det[last, DET_IMMOBILE_SINCE]) if last is not None else -1
+        carry_i = None
+        if since >= 0:
+            k = int(np.searchsorted(tg[:start], since))
+            if k < start and tg[k] == since:
+                carry_i = immobility_mod.ImmobilityCarry(since, float(long_[k]), float(latg[k]))
+        im = immobility_mod.immobility(
+            tg,
+            long_,
+            latg,
+            start,
+            carry_i,
+            d.immobile_radius_m,
+            d.immobile_release_m,
+            d.immobile_hours * 3600.0,
+        )
+        # Per fix: the open episode's anchor time, -1 when none.
+        anchor = np.full(gi.size, -1, np.int64)
+        opened = np.full(gi.size, -1, np.int64)
+        opened[im.start - start] = tg[im.start]
+        if carry_i is not None:
+            opened[0] = max(opened[0], carry_i.anchor_ms)
+        opened = np.maximum.accumulate(opened)
+        anchor[im.active] = opened[im.active]
+        det[gi, DET_IMMOBILE_SINCE] = anchor
+        hours = d.immobile_hours
+        for g in im.start.tolist():
+            alert(
+                g - start,
+                "immobility",
+                "critical",
+                "start",
+                {
+                    "transition": "start",
+                    "radius_m": d.immobile_radius_m,
+                    "duration_h": hours,
+                    "since-timestamp": iso(int(tg[g]) - int(hours * 3_600_000)),
+                    "reason": "possible mortality or a dropped collar: all fixes within "
+                    f"{d.immobile_radius_m:g} m for {hours:g} h",
+                },
+            )
+        for g in im.end.tolist():
+            j = g - start
+            since_ms = int(anchor[j - 1]) if j > 0 else since
+            alert(
+                j,
+                "immobility",
+                "info",
+                "end",
+                {
+                    "transition": "end",
+                    "radius_m": d.immobile_radius_m,
+                    "duration_h": hours,
+                    "since-timestamp": None if since_ms < 0 else iso(since_ms),
+                    "reason": "all clear: the animal moved again",
+                },
+            )
+    return out
+
+
 def _zone_events(
     s: TrackState,
     fence: UrbanFence,
@@ -673,5 +896,6 @@ def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
         burst_ms=s.burst_ms[keep],
         arrival_deg=s.arrival_deg[keep],
         fix_type=None if s.fix_type is None else s.fix_type[keep],
+        det=None if s.det is None else s.det[keep],
         emitted={k: v for k, v in s.emitted.items() if v[0] >= t_keep},
     )

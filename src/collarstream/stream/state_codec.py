@@ -26,7 +26,7 @@ _ARRAYS = (
     "burst_ms",
     "arrival_deg",
 )
-VERSION = 2
+VERSION = 3
 
 
 def encode(state: TrackState) -> bytes:
@@ -36,6 +36,7 @@ def encode(state: TrackState) -> bytes:
         "tag": state.tag,
         "emitted": state.emitted,
         "fix_type": None if state.fix_type is None else _pack(state.fix_type),
+        "det": None if state.det is None else _pack(state.det),
     }
     for name in _ARRAYS:
         doc[name] = _pack(getattr(state, name))
@@ -63,5 +64,6 @@ def decode(raw: bytes) -> TrackState:
         tag=doc["tag"],
         emitted=emitted,
         fix_type=None if doc["fix_type"] is None else _unpack(doc["fix_type"]),
+        det=None if doc["det"] is None else _unpack(doc["det"]),
         **arrays,
     )
