@@ -21,10 +21,17 @@ from collarstream.core import quality
 from collarstream.core.countries import CountryLayer
 from collarstream.core.geodesy import densify, forward, inverse
 from collarstream.core.steps import compute_steps, max_gap_seconds, wrap180
-from collarstream.core.track import Context, FixBatch, TrackConfig, TrackState, advance
+from collarstream.core.track import (
+    Context,
+    FixBatch,
+    TrackConfig,
+    TrackState,
+    advance,
+    silent_collar_alert,
+)
 from collarstream.core.zones import UrbanFence, Zone, latch_levels
 from collarstream.fences import default_urban_path, load_countries, load_fence_file
-from collarstream.timefmt import parse_ms
+from collarstream.timefmt import iso, parse_ms
 
 GEOD = Geodesic.WGS84
 H4_MS = 4 * 3600 * 1000
@@ -607,7 +614,32 @@ def test_emitted_anchors_are_independent_of_arrival_order() -> None:
     p = (T0, 77.3, 43.0, 1.0, 8.0)  # ~14 km from the Almaty fence: level 0
     q = (T0 + 86_400_000, 77.078125, 43.0625, 1.0, 8.0)  # within 5 km: enter, level 1
     whole, ev = advance(TrackState.new("leo", len(ALMATY)), _batch([p, q]), ORDER_CTX)
-    assert [e["details"]["level"] for e in ev if e["type"] == "alert"] == [1]
+    assert [e["details"]["level"] for e in ev if e.get("kind") == "urban-edge"] == [1]
     late, _ = advance(TrackState.new("leo", len(ALMATY)), _batch([q]), ORDER_CTX)
     late, _ = advance(late, _batch([p]), ORDER_CTX)
     assert late.emitted == whole.emitted
+
+
+def test_silence_in_the_track_equals_what_the_live_timer_raises() -> None:
+    t = T0 + np.array([0, 4, 8, 32, 36], dtype=np.int64) * 3_600_000  # 24 h without a fix
+    n = t.size
+    lon, lat = np.linspace(77.3, 77.31, n), np.full(n, 43.0)
+    ctx = Context(None, (), PROFILE, config=TrackConfig(home_range_every_days=None))
+    received = t + 60_000
+    _, ev = advance(TrackState.new("a"), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0),
+                                                      received, "c"), ctx)
+    silent = [e for e in ev if e.get("kind") == "silent-collar"]
+    assert [e["details"]["transition"] for e in silent] == ["start", "end"]
+    start, end = silent
+    assert start["fix-timestamp"] == iso(int(t[2])) and end["fix-timestamp"] == iso(int(t[3]))
+    assert end["details"]["silent_s"] == 24 * 3600.0
+    # The live timer builds the start from the last fix alone: same id, same content.
+    live = silent_collar_alert("a", "c", int(t[2]), float(lon[2]), float(lat[2]), int(t[2]),
+                               int(received[2]), 4 * 3600.0, 3.0, "start")
+    live.pop("_anchor")
+    assert live == start
+    # Exactly three intervals is not yet a silence (strict, as the timer's test).
+    t2 = T0 + np.array([0, 12], dtype=np.int64) * 3_600_000
+    _, ev2 = advance(TrackState.new("b"), FixBatch(t2, lon[:2], lat[:2], np.ones(2),
+                                                   np.full(2, 8.0), t2), ctx)
+    assert not [e for e in ev2 if e.get("kind") == "silent-collar"]

@@ -23,6 +23,7 @@ import orjson
 
 from collarstream.core import quality
 from collarstream.core.homerange import home_ranges
+from collarstream.core.proximity import close_pairs
 from collarstream.core.steps import max_gap_seconds
 from collarstream.core.track import (
     Context,
@@ -31,10 +32,17 @@ from collarstream.core.track import (
     TrackState,
     advance,
     home_range_event,
+    proximity_alert,
     resolve_home_ranges,
     row_keys,
 )
-from collarstream.fences import default_urban_path, load_countries, load_fence_file
+from collarstream.fences import (
+    border_lines,
+    default_urban_path,
+    load_countries,
+    load_fence_file,
+    load_protected_areas,
+)
 from collarstream.movebank import MovebankTrack, read_movebank_csv
 from collarstream.timefmt import iso
 
@@ -48,6 +56,29 @@ STEP_COLUMNS = [
 # system's weekly boundaries (30-day window and the track so far), plus one over the
 # whole track at the end.
 REPLAY_CONFIG = TrackConfig(window_days=1e6, max_fixes=10**9, home_range_min_fixes=5)
+
+
+def _proximity_alerts(states: list[TrackState]) -> list[dict[str, Any]]:
+    """Pairs of animals close in space and time over the whole tracks (the live worker
+    compares each new fix with the others' latest; see stream.watch)."""
+    recs, who = [], []
+    for k, s in enumerate(states):
+        good = np.flatnonzero(s.flags == 0)
+        who.append(np.full(good.size, k))
+        recs += [{"animal": s.animal, "tag": s.tag, "t_ms": int(s.t_ms[i]),
+                  "lon": float(s.lon[i]), "lat": float(s.lat[i]),
+                  "received_ms": int(s.received_ms[i])} for i in good]
+    if len(states) < 2 or not recs:
+        return []
+    animal = np.concatenate(who)
+    t = np.array([r["t_ms"] for r in recs], dtype=np.int64)
+    lon = np.array([r["lon"] for r in recs])
+    lat = np.array([r["lat"] for r in recs])
+    pairs = close_pairs(animal, t, lon, lat)
+    out = []
+    for i, j, d in zip(pairs.i.tolist(), pairs.j.tolist(), pairs.dist_m.tolist(), strict=True):
+        out += [proximity_alert(recs[i], recs[j], d), proximity_alert(recs[j], recs[i], d)]
+    return out
 
 
 def _whole_track_range(state: TrackState, cfg: TrackConfig) -> list[dict[str, Any]]:
@@ -84,13 +115,16 @@ def analyze(csv_path: Path, out: Path, fences: Path | None = None,
     if profile is not None and profile not in quality.PROFILES:
         raise ValueError(f"--profile: unknown {profile!r}; known: {sorted(quality.PROFILES)}")
     track = read_movebank_csv(csv_path)
-    ctx = Context(load_countries(countries),
-                  load_fence_file(fences or default_urban_path()), config=REPLAY_CONFIG)
+    layer = load_countries(countries)
+    # The live worker's detectors (stream.app.live_context), on the whole file.
+    ctx = Context(layer, load_fence_file(fences or default_urban_path()), config=REPLAY_CONFIG,
+                  borders=border_lines(layer), areas=load_protected_areas())
     out.mkdir(parents=True, exist_ok=True)
     report = Report(rows=len(track), problems=len(track.problems),
                     skipped_non_location=track.skipped_non_location)
     _write_problems(out / "problems.csv", track)
     steps, alerts, ranges, fixes = [], [], [], []
+    states: list[TrackState] = []
     for animal in sorted(set(track.animal.tolist())):
         sel = np.flatnonzero(track.animal == animal)
         actx = replace(ctx, profile=_profile_for(track, sel, profile))
@@ -101,7 +135,9 @@ def analyze(csv_path: Path, out: Path, fences: Path | None = None,
         ranges += [e for e in events if e["type"] == "home-range"]
         ranges += _whole_track_range(state, REPLAY_CONFIG)
         fixes += _fix_rows(track, sel, state)
+        states.append(state)
         report.animals += 1
+    alerts += _proximity_alerts(states)
     report.fixes = len(fixes)
     report.steps, report.alerts, report.home_ranges = len(steps), len(alerts), len(ranges)
     for row in fixes:

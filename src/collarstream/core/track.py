@@ -24,7 +24,9 @@ import orjson
 from collarstream.core import approach as approach_mod
 from collarstream.core import excursion as excursion_mod
 from collarstream.core import immobility as immobility_mod
+from collarstream.core import proximity as proximity_mod
 from collarstream.core import quality
+from collarstream.core import silence as silence_mod
 from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer
 from collarstream.core.steps import compute_steps, max_gap_seconds
@@ -102,6 +104,8 @@ class Detectors:
     excursion_reference_days: int = excursion_mod.REFERENCE_DAYS
     # The reference range is re-estimated at weekly boundaries, like the published ones.
     excursion_period_days: int = 7
+    # A collar is silent after this many schedule intervals without a usable fix.
+    silent_periods: float = silence_mod.PERIODS
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,8 @@ def _recompute(
         events += _zone_events(s, fence, gi, levels, carry, prev_t)
     det = s.dets(len(ctx.areas) if ctx.areas else 0).copy()
     events += _episode_events(s, gi, prior, steps, ctx, det)
+    if profile.fix_interval_s is not None:
+        events += _silence_events(s, gi, prior, profile.fix_interval_s, ctx.detectors)
     return replace(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
 
 
@@ -728,6 +734,79 @@ def _episode_events(
     return out
 
 
+def _silence_events(
+    s: TrackState, gi: IntArray, prior: IntArray, interval_s: float, d: Detectors
+) -> list[Event]:
+    """Silences that ended in the recomputed range: the start (the moment the live timer
+    raised it, same id and content, see `silent_collar_alert`) and the all clear."""
+    sil = silence_mod.silences(
+        s.t_ms[gi],
+        interval_s,
+        d.silent_periods,
+        prior_ms=int(s.t_ms[prior[-1]]) if prior.size else None,
+    )
+    out = []
+    for after in sil.after.tolist():
+        last = int(prior[-1]) if after < 0 else int(gi[after])
+        nxt = int(gi[after + 1])
+        for transition, i in (("start", last), ("end", nxt)):
+            out.append(
+                silent_collar_alert(
+                    s.animal,
+                    s.tag,
+                    int(s.t_ms[last]),
+                    float(s.lon[i]),
+                    float(s.lat[i]),
+                    int(s.t_ms[i]),
+                    int(s.received_ms[i]),
+                    interval_s,
+                    d.silent_periods,
+                    transition,
+                )
+            )
+    return out
+
+
+def silent_collar_alert(
+    animal: str,
+    tag: str,
+    last_fix_ms: int,
+    lon: float,
+    lat: float,
+    fix_ms: int,
+    received_ms: int,
+    interval_s: float,
+    periods: float,
+    transition: str,
+) -> Event:
+    """A silent-collar alert. "start" is located at the last fix before the silence and
+    raised by the live timer (or by replay when the silence has ended: the same id and
+    content); "end" at the first fix after it. Pure, so both places build the same."""
+    limit_s = round(interval_s * periods, 3)
+    start = transition == "start"
+    return {
+        "type": "alert",
+        "_anchor": last_fix_ms,
+        "id": event_id("alr", animal, "silent-collar", transition, last_fix_ms),
+        "kind": "silent-collar",
+        "severity": "warning" if start else "info",
+        "individual-local-identifier": animal,
+        "tag-local-identifier": tag,
+        "fix-timestamp": iso(fix_ms),
+        "received-timestamp": iso(received_ms),
+        "fix-age_s": round((received_ms - fix_ms) / 1000.0, 3),
+        "location-long": round(lon, 7),
+        "location-lat": round(lat, 7),
+        "details": {
+            "transition": transition,
+            "last-fix-timestamp": iso(last_fix_ms),
+            "expected-interval_s": float(interval_s),
+            "periods": float(periods),
+            "silent_s": limit_s if start else round((fix_ms - last_fix_ms) / 1000.0, 3),
+        },
+    }
+
+
 def _zone_events(
     s: TrackState,
     fence: UrbanFence,
@@ -899,3 +978,29 @@ def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
         det=None if s.det is None else s.det[keep],
         emitted={k: v for k, v in s.emitted.items() if v[0] >= t_keep},
     )
+
+
+def proximity_alert(me: dict[str, Any], other: dict[str, Any], dist_m: float) -> dict[str, Any]:
+    """Proximity alert for `me` about `other` (fix records as in `last_fix_record`)."""
+    return {
+        "type": "alert",
+        "id": event_id(
+            "alr", me["animal"], "proximity", other["animal"], me["t_ms"], other["t_ms"]
+        ),
+        "kind": "proximity",
+        "severity": "info",
+        "individual-local-identifier": me["animal"],
+        "tag-local-identifier": me["tag"],
+        "fix-timestamp": iso(me["t_ms"]),
+        "received-timestamp": iso(me["received_ms"]),
+        "fix-age_s": round((me["received_ms"] - me["t_ms"]) / 1000.0, 3),
+        "location-long": round(me["lon"], 7),
+        "location-lat": round(me["lat"], 7),
+        "details": {
+            "other": other["animal"],
+            "other-fix-timestamp": iso(other["t_ms"]),
+            "distance_m": round(dist_m, 1),
+            "within_m": proximity_mod.WITHIN_M,
+            "dt_s": abs(me["t_ms"] - other["t_ms"]) / 1000.0,
+        },
+    }

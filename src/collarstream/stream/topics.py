@@ -74,6 +74,11 @@ class TopicNames:
         return f"{self.prefix}.home-range-work"
 
     @property
+    def positions(self) -> str:
+        """Newest good fix of each animal under one key (internal, for proximity)."""
+        return f"{self.prefix}.positions"
+
+    @property
     def dead_letter(self) -> str:
         return f"{self.prefix}.dead-letter"
 
@@ -85,6 +90,7 @@ class TopicNames:
             self.alerts,
             self.home_ranges,
             self.home_range_work,
+            self.positions,
             self.dead_letter,
         )
 
