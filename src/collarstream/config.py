@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,10 @@ class Settings:
     web_enabled: bool = True
     web_port: int = 6066
     log_level: str = "warning"
+    # Delivery (issue 4): off unless a subscriptions file is given.
+    subscriptions: Path | None = None
+    # Bearer token for GET /metrics; unset leaves it open (scrapers inside the network).
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def heartbeat_s(self) -> float:
@@ -101,6 +105,14 @@ def _name(key: str, v: str) -> str:
     return v
 
 
+def _token(key: str, v: str) -> str | None:
+    v = v.strip()
+    # The API's bearer-token grammar (RFC 6750 b64token); never echo the value.
+    if v and (len(v) < 16 or not all(c.isalnum() or c in "-._~+/=" for c in v)):
+        raise ConfigError(f"{key}: expected at least 16 of [A-Za-z0-9-._~+/=] (value not shown)")
+    return v or None
+
+
 def _level(key: str, v: str) -> str:
     if v.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"{key}: expected debug, info, warning or error, got {v!r}")
@@ -124,6 +136,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "web_enabled": ("COLLARSTREAM_WEB_ENABLED", _bool),
     "web_port": ("COLLARSTREAM_WEB_PORT", _int),
     "log_level": ("COLLARSTREAM_LOG_LEVEL", _level),
+    "subscriptions": ("COLLARSTREAM_SUBSCRIPTIONS", _file),
+    "metrics_token": ("COLLARSTREAM_METRICS_TOKEN", _token),
 }
 
 

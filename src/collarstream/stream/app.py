@@ -37,9 +37,17 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from collarstream.config import Settings
 from collarstream.core.quality import PROFILES
 from collarstream.core.track import Context, TrackState, advance, compute_home_range
-from collarstream.fences import default_urban_path, load_countries, load_fence_file
+from collarstream.fences import (
+    border_lines,
+    default_urban_path,
+    load_countries,
+    load_fence_file,
+    load_protected_areas,
+)
 from collarstream.stream import state_codec
+from collarstream.stream.delivery_agents import install_delivery
 from collarstream.stream.topics import TopicNames
+from collarstream.stream.watch import install_watchers
 from collarstream.wire import (
     Fix,
     InvalidFix,
@@ -95,6 +103,10 @@ def build_app(settings: Settings) -> CollarApp:
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_host="127.0.0.1",
+        # web_host is only the advertised URL; bind to loopback, and no /table pages:
+        # they would serve animal_to_track (exact fixes) without authentication.
+        web_bind="127.0.0.1",
+        web_tables_enabled=False,
         producer_linger=0.002,
     )
     app.conf.collarstream_fetch_wait_ms = settings.fetch_wait_ms
@@ -119,6 +131,11 @@ def build_app(settings: Settings) -> CollarApp:
         "home-range-due": topic(names.home_range_work),
     }
     dlq = topic(names.dead_letter)
+
+    async def send_alert(key: bytes, alert: dict[str, Any]) -> None:
+        await outputs["alert"].send(key=key, value=orjson.dumps(alert))
+
+    on_state = install_watchers(app, ctx, topic(names.positions), send_alert)
     animal_to_track = app.Table("animal_to_track", partitions=settings.partitions)
     # Faust derives serializers from key/value types (json for bytes); state_codec
     # already makes bytes. Set before the store and changelog topic are created (lazily).
@@ -172,6 +189,7 @@ def build_app(settings: Settings) -> CollarApp:
         token = _current_event.set(weakref.ref(evs[-1]))
         try:
             animal_to_track[key] = state_codec.encode(state)
+            on_state(key, state, evs[-1])
         finally:
             _current_event.reset(token)
         # Steps go out as one message per animal per batch (a JSON array, like a collar
@@ -210,6 +228,7 @@ def build_app(settings: Settings) -> CollarApp:
     async def _stop_pool(app: faust.App, **kwargs: Any) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
+    install_delivery(app, settings, names)
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app
 
@@ -221,10 +240,13 @@ def _received_ms(msg: Any) -> int:
 
 def live_context(settings: Settings) -> Context:
     """What the worker judges tracks against; replay builds the same from the same settings."""
+    countries = load_countries(settings.countries)
     return Context(
-        load_countries(settings.countries),
+        countries,
         load_fence_file(settings.urban_fences or default_urban_path()),
         profile=PROFILES[settings.profile],
         # The Kyzylsai male is a Persian leopard; the collared snow leopards take the default.
         profiles={"PL-KYZ-01": PROFILES["persian-leopard"]},
+        borders=border_lines(countries),
+        areas=load_protected_areas(),
     )
