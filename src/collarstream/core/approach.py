@@ -26,7 +26,7 @@ import numpy.typing as npt
 import shapely
 from shapely import STRtree
 
-from collarstream.core.countries import CountryLayer
+from collarstream.core.countries import CountryLayer, chunk_runs
 from collarstream.core.episodes import Transitions, latch, transitions
 from collarstream.core.geodesy import forward, inverse
 from collarstream.core.steps import wrap180
@@ -99,26 +99,16 @@ def _pieces(
     appears twice, once labelled from each side (tree entry k and k + n share coords)."""
     if line_of.size == 0:
         return _no_lines()
-    starts = np.flatnonzero(np.concatenate([[True], line_of[1:] != line_of[:-1]]))
-    ends = np.concatenate([starts[1:], [line_of.size]]) - 1
-    n_pc = np.maximum(1, np.ceil((ends - starts) / PIECE_SEGMENTS)).astype(np.int64)
-    line_of_pc = np.repeat(np.arange(starts.size), n_pc)
-    k = np.arange(n_pc.sum()) - np.repeat(np.cumsum(n_pc) - n_pc, n_pc)
-    p0 = starts[line_of_pc] + k * PIECE_SEGMENTS
-    p1 = np.minimum(p0 + PIECE_SEGMENTS, ends[line_of_pc])
-    length = p1 - p0 + 1
-    vertex = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
-    vertex += np.repeat(p0, length)
-    pc_coords = coords[vertex]
-    pieces = shapely.linestrings(pc_coords, indices=np.repeat(np.arange(length.size), length))
+    vertex, piece, line_of_pc = chunk_runs(line_of, PIECE_SEGMENTS)
+    pieces = shapely.linestrings(coords[vertex], indices=piece)
     side = (country[line_of_pc], neighbour[line_of_pc])
     both = np.concatenate([pieces, pieces])
     return BorderLines(
         pieces=both,
         country=np.concatenate([side[0], side[1]]),
         neighbour=np.concatenate([side[1], side[0]]),
-        coords=pc_coords,
-        offset=np.concatenate([[0], np.cumsum(length)]),
+        coords=coords[vertex],
+        offset=np.concatenate([[0], np.cumsum(np.bincount(piece))]),
         tree=STRtree(both),
     )
 

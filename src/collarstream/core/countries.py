@@ -224,17 +224,26 @@ def _border_pieces(polygons: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]
     """Every ring cut into short linestrings sharing their end vertices."""
     rings = shapely.get_rings(shapely.get_parts(polygons))
     coords, ring_of = shapely.get_coordinates(rings, return_index=True)
-    ring_start = np.flatnonzero(np.concatenate([[True], ring_of[1:] != ring_of[:-1]]))
-    ring_end = np.concatenate([ring_start[1:], [ring_of.size]]) - 1  # last vertex
-    n_pieces = np.maximum(1, np.ceil((ring_end - ring_start) / EDGE_CHUNK)).astype(np.int64)
-    ring_of_piece = np.repeat(np.arange(ring_start.size), n_pieces)
+    vertex, piece, _ = chunk_runs(ring_of, EDGE_CHUNK)
+    return shapely.linestrings(coords[vertex], indices=piece)
+
+
+def chunk_runs(run_of: IntArray, segments: int) -> tuple[IntArray, IntArray, IntArray]:
+    """Cut runs of vertices (equal consecutive `run_of` values: rings, lines) into pieces
+    of at most `segments` segments, neighbours sharing their end vertex, so an STRtree
+    over the pieces prunes well. Returns (vertex index, piece of each vertex, run of
+    each piece), for `shapely.linestrings(coords[vertex], indices=piece)`."""
+    start = np.flatnonzero(np.concatenate([[True], run_of[1:] != run_of[:-1]]))
+    end = np.concatenate([start[1:], [run_of.size]]) - 1  # last vertex of each run
+    n_pieces = np.maximum(1, np.ceil((end - start) / segments)).astype(np.int64)
+    run_of_piece = np.repeat(np.arange(start.size), n_pieces)
     k = np.arange(n_pieces.sum()) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
-    p_start = ring_start[ring_of_piece] + k * EDGE_CHUNK
-    p_end = np.minimum(p_start + EDGE_CHUNK, ring_end[ring_of_piece])
+    p_start = start[run_of_piece] + k * segments
+    p_end = np.minimum(p_start + segments, end[run_of_piece])
     length = p_end - p_start + 1
     vertex = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
     vertex += np.repeat(p_start, length)
-    return shapely.linestrings(coords[vertex], indices=np.repeat(np.arange(length.size), length))
+    return vertex, np.repeat(np.arange(length.size), length), run_of_piece
 
 
 def _no_crossings() -> Crossings:
