@@ -1,6 +1,7 @@
 """Live-pipeline benchmark: a real `collarstream worker` child process on a real broker.
 
     python bench/bench_pipeline.py [--fixes N] [--rate R] [--repeats K] [--duration S]
+                                   [--upload U]
 
 Broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded Tansu (stopped at the end).
 
@@ -11,10 +12,12 @@ Broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded Tansu (stopped at t
    ``<prefix>.fixes`` and every step a direct replay of the same fixes predicts is on
    ``<prefix>.steps``. A baseline in the same run: the same messages produced to a plain
    topic and read back by a group-less consumer. Each repeat uses a fresh prefix and worker.
-2. Latency. With a warmed-up, joined worker, single-fix messages go out at a steady R
-   fixes/s for animals that cross the KAZ-KGZ border (or Almaty's urban edge) on every
-   step. The producer remembers when it sent each (animal, fix timestamp); a group-less
-   consumer on ``<prefix>.alerts`` matches alerts by ``individual-local-identifier`` and
+2. Latency. With a warmed-up, joined worker, messages go out at a steady R fixes/s
+   for animals that cross the KAZ-KGZ border (or Almaty's urban edge) on every step:
+   once as single-fix messages, once as uploads of ``--upload`` fixes (collars upload
+   several fixes at a time; each fix counts from its upload's send). The producer
+   remembers when it sent each (animal, fix timestamp); a group-less consumer on
+   ``<prefix>.alerts`` matches alerts by ``individual-local-identifier`` and
    ``fix-timestamp``. Latency = alert received - fix sent.
 
 The worker, the broker and every client are stopped on the way out, also on Ctrl-C,
@@ -425,12 +428,14 @@ class LatencyRun:
     send_s: float
     startup_s: float
     drain_s: float  # first send -> last matched alert received
+    per_message: int = 1
 
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else math.nan
 
 
-def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float) -> LatencyRun:
+def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
+                per_message: int = 1) -> LatencyRun:
     names = TopicNames(f"bench-lat-{uuid.uuid4().hex[:8]}")
     ensure_topics(bootstrap, names, partitions=PARTITIONS)
 
@@ -439,12 +444,17 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float) ->
     warm = oscillators(ctx, "WARM", 8, seed=1)
     warm_msgs = [(o.animal, orjson.dumps(o.next_fix())) for _ in range(30) for o in warm]
     animals = oscillators(ctx, "LAT", ANIMALS, seed=2)
-    n = max(1, round(rate * duration_s))
-    plan: list[tuple[bytes, bytes, tuple[str, str]]] = []
-    for i in range(n):
-        fix = animals[i % len(animals)].next_fix()
-        key = (fix["individual-local-identifier"], fix["timestamp"])
-        plan.append((key[0].encode(), orjson.dumps(fix), key))
+    # A message is one fix, or an upload of `per_message` consecutive fixes of one animal
+    # (as collars send them); every fix in it is sent at the message's send time.
+    n_msgs = max(1, round(rate * duration_s / per_message))
+    plan: list[tuple[bytes, bytes, list[tuple[str, str]]]] = []
+    for i in range(n_msgs):
+        osc = animals[i % len(animals)]
+        fixes = [osc.next_fix() for _ in range(per_message)]
+        keys = [(f["individual-local-identifier"], f["timestamp"]) for f in fixes]
+        body = orjson.dumps(fixes[0] if per_message == 1 else fixes)
+        plan.append((osc.animal.encode(), body, keys))
+    rate_msgs = rate / per_message
     warm_keys = alert_keys(replay(warm_msgs, ctx))
     expected = alert_keys(replay(((k.decode(), v) for k, v, _ in plan), ctx))
 
@@ -471,13 +481,15 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float) ->
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
         try:
             start = time.perf_counter()
-            for i, (key, value, k) in enumerate(plan):
-                due = start + i / rate
+            for i, (key, value, ks) in enumerate(plan):
+                due = start + i / rate_msgs
                 while (wait := due - time.perf_counter()) > 0:
                     if stop.is_set():
                         return
                     time.sleep(wait)
-                sent_at[k] = time.perf_counter()
+                now = time.perf_counter()
+                for k in ks:
+                    sent_at[k] = now
                 producer.send(names.raw_fixes, key=key, value=value).add_errback(errors.append)
             send_span[0] = time.perf_counter() - start
             producer.flush()
@@ -516,8 +528,9 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float) ->
         raise RuntimeError(f"{len(errors)} sends failed") from errors[0]
     in_order = sorted(latencies, key=sent_at.__getitem__)
     first_send = min(sent_at.values(), default=math.nan)
-    return LatencyRun([latencies[k] for k in in_order], len(expected), len(plan), send_span[0],
-                      startup_s, last_alert[0] - first_send)
+    return LatencyRun([latencies[k] for k in in_order], len(expected),
+                      sum(len(ks) for _, _, ks in plan), send_span[0], startup_s,
+                      last_alert[0] - first_send, per_message)
 
 
 # --------------------------------------------------------------------------- report
@@ -539,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=1000.0, help="latency send rate, fixes/s")
     ap.add_argument("--repeats", type=int, default=3, help="throughput repeats (3)")
     ap.add_argument("--duration", type=float, default=15.0, help="latency send time, s (15)")
+    ap.add_argument("--upload", type=int, default=6,
+                    help="fixes per message in the second latency run, as collars upload "
+                         "them (6; 1 skips that run)")
     args = ap.parse_args(argv)
     if args.fixes < 1 or args.rate <= 0 or args.repeats < 1 or args.duration <= 0:
         ap.error("--fixes, --rate, --repeats and --duration must be positive")
@@ -587,8 +603,12 @@ def _run(args: argparse.Namespace) -> int:
             say(f"repeat {k + 1}/{args.repeats}: pipeline {run.fixes_per_s:,.0f} fixes/s "
                 f"({run.total_s:.2f} s after a {run.startup_s:.1f} s start-up); baseline "
                 f"{bases[-1].fixes_per_s:,.0f} fixes/s {run.detail}")
-        say(f"latency: {args.rate:g} fixes/s for {args.duration:g} s ...")
-        lat = run_latency(broker.bootstrap_servers, ctx, args.rate, args.duration)
+        lats: list[LatencyRun] = []
+        for per_message in sorted({1, args.upload}):
+            say(f"latency: {args.rate:g} fixes/s in messages of {per_message} for "
+                f"{args.duration:g} s ...")
+            lats.append(run_latency(broker.bootstrap_servers, ctx, args.rate, args.duration,
+                                    per_message))
 
     ok = all(r.complete for r in runs)
     say("")
@@ -612,12 +632,20 @@ def _run(args: argparse.Namespace) -> int:
     say(f"  median ratio of medians: "
         f"{_med([r.fixes_per_s for r in runs]) / _med([b.fixes_per_s for b in bases]):.3f}"
         + ("" if ok else "   ** INCOMPLETE RUN(S): see above **"))
+    for lat in lats:
+        _report_latency(say, lat, args.rate)
+    return 0 if ok and all(len(lt.latencies_ms) == lt.expected for lt in lats) else 1
+
+
+def _report_latency(say: Callable[[str], None], lat: LatencyRun, rate: float) -> None:
     say("")
     achieved = lat.sent / lat.send_s if lat.send_s > 0 else math.nan
-    say(f"LATENCY  single-fix messages, {ANIMALS} animals crossing a border or the urban edge "
+    what = "single-fix messages" if lat.per_message == 1 else \
+        f"uploads of {lat.per_message} fixes per message"
+    say(f"LATENCY  {what}, {ANIMALS} animals crossing a border or the urban edge "
         f"every fix; warm-up + join took {lat.startup_s:.1f} s")
     say(f"  sent {lat.sent:,} fixes in {lat.send_s:.2f} s = {achieved:,.0f} fixes/s "
-        f"(target {args.rate:g})")
+        f"(target {rate:g})")
     say(f"  alerts matched {len(lat.latencies_ms):,} of {lat.expected:,} predicted")
     say(f"  fix sent -> alert received, ms:  p50 {lat.pct(50):.1f}   p90 {lat.pct(90):.1f}   "
         f"p99 {lat.pct(99):.1f}   max {max(lat.latencies_ms, default=math.nan):.1f}")
@@ -629,7 +657,6 @@ def _run(args: argparse.Namespace) -> int:
     if late > 3 * early + 500:
         say("  ** the worker did not keep up with this rate: latency is queueing, it grew "
             "through the run (try a lower --rate) **")
-    return 0 if ok and len(lat.latencies_ms) == lat.expected else 1
 
 
 if __name__ == "__main__":

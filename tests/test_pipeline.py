@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from collarstream.config import from_env
 from collarstream.core.track import TrackState, advance
 from collarstream.simulate import simulate
+from collarstream.stream import state_codec
 from collarstream.stream.app import live_context
 from collarstream.stream.topics import TopicNames, consume_all, produce_json
 from collarstream.stream.worker import spawn_worker, stop_worker
@@ -68,18 +69,31 @@ def _uploads(days: float) -> list[tuple[str, bytes]]:
     return out
 
 
-def _replay(messages: list[tuple[str, bytes]]) -> dict[str, dict]:
-    """Final alerts of the same fixes through the reducer, one batch per animal."""
+def _replay(messages: list[tuple[str, bytes]]) -> tuple[dict[str, dict], dict[str, TrackState]]:
+    """Final alerts and states of the same fixes through the reducer, one batch per animal."""
     ctx = live_context(from_env({}))
     by_animal: dict[str, list] = {}
     for _, raw in messages:
         for fix in parse_message(raw, received_ms=0):
             by_animal.setdefault(fix.animal, []).append(fix)
-    alerts = {}
+    alerts, states = {}, {}
     for animal, fixes in by_animal.items():
-        _, events = advance(TrackState.new(animal, len(ctx.urban)), to_batch(fixes), ctx)
+        state, events = advance(TrackState.new(animal, len(ctx.urban)), to_batch(fixes), ctx)
         alerts.update({e["id"]: e for e in events if e["type"] == "alert"})
-    return alerts
+        states[animal] = state
+    return alerts, states
+
+
+def _changelog_states(bootstrap: str, topic: str, want: dict[str, TrackState]) -> dict:
+    """Latest state per animal in the track table's changelog, once it holds every fix of
+    `want` (the worker writes cached states before it commits offsets), or at timeout."""
+    deadline = time.monotonic() + 60
+    latest: dict[str, TrackState] = {}
+    while time.monotonic() < deadline:
+        latest = {k: state_codec.decode(v) for k, v in consume_all(bootstrap, topic, 3)}
+        if all(a in latest and np.array_equal(latest[a].t_ms, s.t_ms) for a, s in want.items()):
+            break
+    return latest
 
 
 def _final(alerts: list[dict]) -> dict[str, dict]:
@@ -107,7 +121,7 @@ def test_live_pipeline_alerts_dead_letters_and_schemas(
     mixed += [("garbage", g) for g in garbage]
     produce_json(kafka_bootstrap, topics.raw_fixes, mixed)
 
-    expected = _replay(messages)
+    expected, replayed = _replay(messages)
     kinds = {a["kind"] for a in expected.values()}
     assert {"border-crossing", "urban-edge"} <= kinds, "the scenario must exercise both"
 
@@ -149,3 +163,15 @@ def test_live_pipeline_alerts_dead_letters_and_schemas(
     n_valid = sum(len(orjson.loads(v)) for _, v in messages)
     assert sum(len(f["t_ms"]) for f in fixes) >= n_valid  # at-least-once: repeats, no loss
     assert np.all([a["fix-age_s"] >= 0 for a in final.values()])
+
+    # The track table reaches its changelog (written from the worker's in-memory states
+    # before each offset commit): per animal, the same fixes, flags and emitted ids as
+    # the replay's state.
+    changelog = f"{topics.prefix}-worker-animal_to_track-changelog"
+    stored = _changelog_states(kafka_bootstrap, changelog, replayed)
+    assert set(stored) == set(replayed)
+    for animal, want in replayed.items():
+        got = stored[animal]
+        np.testing.assert_array_equal(got.t_ms, want.t_ms)
+        np.testing.assert_array_equal(got.flags, want.flags)
+        assert set(got.emitted) == set(want.emitted)

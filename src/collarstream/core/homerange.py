@@ -73,13 +73,13 @@ def _spherical_centre(lon: FloatArray, lat: FloatArray) -> tuple[float, float]:
     return lon0, lat0
 
 
-# The projection centre is rounded to this many degrees (~1.1 km of latitude) before the
+# The projection centre is rounded to this many degrees (~11 km of latitude) before the
 # transformers are built. Any centre gives exact areas (the projection is equal-area
 # everywhere); only shape distortion, ~(d / 2R)² at distance d from the centre, depends
-# on it, and moving the centre by <= 0.6 km changes that by a negligible amount for ranges
-# of tens of km. Rounding lets the live reducer, which recomputes an animal's ranges as
-# fixes trickle in, hit the cache.
-_CENTRE_STEP_DEG = 0.01
+# on it: for a range of 50 km seen from a centre up to 6 km off, under 2e-5. Rounding
+# this coarsely lets an animal keep one cached projection as its range drifts, so the
+# live reducer's weekly excursion references do not each build two transformers.
+_CENTRE_STEP_DEG = 0.1
 # Two pyproj Transformer builds cost ~4-8 ms; a cached pair costs nothing. One entry per
 # distinct rounded centre: 4096 entries cover thousands of animals and are a few MB.
 _TRANSFORMER_CACHE_SIZE = 4096
@@ -120,7 +120,7 @@ def equal_area_projection(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[Proje
     remains, a latitude is outside [-90, 90], or the fixes have no meaningful centre
     (mean unit vector ~ 0, e.g. points spread evenly around a great circle).
 
-    The centre is rounded to 0.01° and the pyproj transformers are cached per rounded
+    The centre is rounded to 0.1° and the pyproj transformers are cached per rounded
     centre (LRU, 4096 entries), so repeated calls for the same animal cost microseconds
     instead of two Transformer builds (~4-8 ms).
     """

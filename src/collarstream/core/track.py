@@ -217,19 +217,67 @@ def advance(state: TrackState, batch: FixBatch, ctx: Context) -> tuple[TrackStat
 def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
     """Insert new fixes in time order. An identical re-send (same time, place, HDOP and
     satellites) is the same fix: it changes nothing, which makes redelivery idempotent."""
-    fresh = _fresh_rows(state, b)
-    if fresh.size == 0:
+    idx = _fresh_rows(state, b)
+    if idx.size == 0:
         return state, None
-    idx = fresh
-    n_old = state.t_ms.size
-    t = np.concatenate([state.t_ms, b.t_ms[idx]])
-    lon = np.concatenate([state.lon, b.lon[idx]])
-    lat = np.concatenate([state.lat, b.lat[idx]])
-    hdop = np.concatenate([state.hdop, b.hdop[idx]])
-    sats = np.concatenate([state.sats, b.sats[idx]])
-    ftype = np.concatenate([state.fix_types(), b.fix_types()[idx]])
-    # Total order on content, not arrival: ties in time broken by HDOP then position.
-    order = np.lexsort(
+    n_old, n_f = state.t_ms.size, state.zone.shape[1]
+    t_new = b.t_ms[idx]
+    new = {
+        "t_ms": t_new,
+        "lon": b.lon[idx],
+        "lat": b.lat[idx],
+        "hdop": b.hdop[idx],
+        "sats": b.sats[idx],
+        "received_ms": b.received_ms[idx],
+    }
+    ftype_new = b.fix_types()[idx]
+    if n_old == 0 or int(t_new.min()) > int(state.t_ms[-1]):
+        # The live case: every new fix is later than the track. The old rows keep their
+        # order and the new ones sort among themselves, as the full sort would put them.
+        sub = _content_order(new["t_ms"], new["lon"], new["lat"], new["hdop"], new["sats"])
+
+        def put(old: np.ndarray, add: np.ndarray) -> np.ndarray:
+            return np.concatenate([old, add[sub]])
+
+        first_new = n_old
+    else:
+        order = _content_order(
+            *(
+                np.concatenate([getattr(state, k), new[k]])
+                for k in ("t_ms", "lon", "lat", "hdop", "sats")
+            )
+        )
+
+        def put(old: np.ndarray, add: np.ndarray) -> np.ndarray:
+            return np.concatenate([old, add])[order]
+
+        first_new = int(np.flatnonzero(order >= n_old)[0])
+    k = idx.size
+    ftype = put(state.fix_types(), ftype_new)
+    merged = TrackState(
+        animal=state.animal,
+        tag=b.tag or state.tag,
+        **{name: put(getattr(state, name), col) for name, col in new.items()},
+        flags=put(state.flags, np.full(k, 0xFFFF, np.uint16)),
+        zone=put(state.zone, np.zeros((k, n_f), np.int8)),
+        burst_ms=put(state.burst_ms, np.zeros(k, np.int64)),
+        arrival_deg=put(state.arrival_deg, np.full(k, np.nan)),
+        emitted=state.emitted,
+        fix_type=None if np.isnan(ftype).all() else ftype,
+        det=None
+        if state.det is None
+        else put(state.det, np.zeros((k, state.det.shape[1]), np.int64)),
+    )
+    return merged, first_new
+
+
+def _content_order(
+    t: IntArray, lon: FloatArray, lat: FloatArray, hdop: FloatArray, sats: FloatArray
+) -> IntArray:
+    """Total order on content, not arrival: time, ties broken by HDOP then position."""
+    if t.size == 1:
+        return np.zeros(1, np.int64)
+    return np.lexsort(
         (
             np.nan_to_num(sats, nan=-1),
             np.nan_to_num(lat, nan=999),
@@ -238,33 +286,13 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
             t,
         )
     )
-    is_new = np.concatenate([np.zeros(n_old, bool), np.ones(idx.size, bool)])[order]
-    n_f = state.zone.shape[1]
-    merged = TrackState(
-        animal=state.animal,
-        tag=b.tag or state.tag,
-        t_ms=t[order],
-        lon=lon[order],
-        lat=lat[order],
-        hdop=hdop[order],
-        sats=sats[order],
-        received_ms=np.concatenate([state.received_ms, b.received_ms[idx]])[order],
-        flags=np.concatenate([state.flags, np.full(idx.size, 0xFFFF, np.uint16)])[order],
-        zone=np.concatenate([state.zone, np.zeros((idx.size, n_f), np.int8)])[order],
-        burst_ms=np.concatenate([state.burst_ms, np.zeros(idx.size, np.int64)])[order],
-        arrival_deg=np.concatenate([state.arrival_deg, np.full(idx.size, np.nan)])[order],
-        emitted=state.emitted,
-        fix_type=None if np.isnan(ftype).all() else ftype[order],
-        det=None
-        if state.det is None
-        else np.concatenate([state.det, np.zeros((idx.size, state.det.shape[1]), np.int64)])[order],
-    )
-    return merged, int(np.flatnonzero(is_new)[0])
 
 
 def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
     """Rows of the batch not already in the track (nor earlier in the batch)."""
-    old = np.flatnonzero(np.isin(state.t_ms, b.t_ms))
+    # Only rows at the batch's instants can be repeats; the track is sorted by time.
+    lo = int(np.searchsorted(state.t_ms, b.t_ms.min())) if b.t_ms.size else state.t_ms.size
+    old = lo + np.flatnonzero(np.isin(state.t_ms[lo:], b.t_ms))
     seen = set(row_keys(state, old))
     fresh = []
     for i, key in enumerate(row_keys(b, np.arange(b.t_ms.size))):

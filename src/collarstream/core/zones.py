@@ -22,11 +22,26 @@ FloatArray = npt.NDArray[np.float64]
 LevelArray = npt.NDArray[np.int8]
 
 
+# AEQD centres are rounded to this many degrees (~11 km). Distances from the centre are
+# true; across the fence the tangential scale is off by ~rho^2 / 6R^2, so a centre up to
+# 6 km off the centroid moves a 5 km buffer of a 30 km city by a few centimetres. Coarse
+# rounding lets fences built on the fly (weekly excursion references) share transformers.
+AEQD_STEP_DEG = 0.1
+
+
+def aeqd_at(lon: float, lat: float) -> Transformer:
+    """Cached lon/lat -> AEQD metres transformer near (lon, lat)."""
+    return _aeqd(
+        round(round(lat / AEQD_STEP_DEG) * AEQD_STEP_DEG, 6),
+        round(round(lon / AEQD_STEP_DEG) * AEQD_STEP_DEG, 6),
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def _aeqd(lat0: float, lon0: float) -> Transformer:
     """lon/lat -> azimuthal equidistant metres at (lat0, lon0). Building one costs ~4 ms,
-    so centres are rounded to 0.001 degree (~100 m: no measurable change in distances)
-    and the transformers cached (pyproj transformers are thread-safe since 3.1)."""
+    so callers round the centre (`aeqd_at`) and the transformers are cached (pyproj
+    transformers are thread-safe since 3.1)."""
     crs = CRS.from_proj4(f"+proj=aeqd +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m")
     return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
 
@@ -59,7 +74,7 @@ class UrbanFence:
             raise ValueError(f"fence {self.name!r}: zone distances must be >= 0, outermost first")
         c = self.geometry.centroid
         # Azimuthal equidistant at the city: distances from it are true to < 0.1 % at 50 km.
-        to_xy = _aeqd(round(c.y, 3), round(c.x, 3))
+        to_xy = aeqd_at(c.x, c.y)
         city = shapely.transform(
             self.geometry, lambda a: np.column_stack(to_xy.transform(a[:, 0], a[:, 1]))
         )

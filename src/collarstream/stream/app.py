@@ -8,9 +8,9 @@ Two agents, both on micro-batches (`take_events(n, within=...)`):
   animal per batch. The raw topic cannot be trusted to be keyed by animal; this hop
   is what makes the next one's table partitioning correct.
 * `track_fix` reads the fixes topic, groups a batch by animal and calls the pure
-  reducer `core.track.advance` once per animal, with the animal's state from the
-  `animal_to_track` table: one coalesced table write per animal per batch, not one
-  per fix.
+  reducer `core.track.advance` once per animal. States stay decoded in memory
+  (`stream.state_cache`) and reach the `animal_to_track` table once per commit
+  interval, before the offsets are committed: not once per fix, nor per batch.
 
 Delivery is at-least-once (Tansu has no transactions): after a crash a batch may be
 processed again, and the reducer's deterministic ids and idempotent merge make the
@@ -26,13 +26,15 @@ import multiprocessing
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
+import numpy as np
 import orjson
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from collarstream.config import Settings
 from collarstream.core.quality import PROFILES
@@ -44,8 +46,8 @@ from collarstream.fences import (
     load_fence_file,
     load_protected_areas,
 )
-from collarstream.stream import state_codec
 from collarstream.stream.delivery_agents import install_delivery
+from collarstream.stream.state_cache import StateCache
 from collarstream.stream.topics import TopicNames
 from collarstream.stream.watch import install_watchers
 from collarstream.wire import (
@@ -72,6 +74,15 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        # Every offset commit goes through here: cached table state is written first
+        # (see stream.state_cache for why the order makes at-least-once hold).
+        for hook in getattr(self.app, "collarstream_before_commit", ()):
+            await hook()
+        return await super()._commit_offsets(offsets, start_new_transaction)
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -141,6 +152,26 @@ def build_app(settings: Settings) -> CollarApp:
     # already makes bytes. Set before the store and changelog topic are created (lazily).
     animal_to_track.key_serializer = "raw"
     animal_to_track.value_serializer = "raw"
+    states = StateCache(animal_to_track, lambda key: TrackState.new(key.decode(), n_fences))
+
+    async def flush_states() -> None:
+        await app.producer.flush()  # the outputs of the states written next are out
+        states.flush()
+
+    app.collarstream_before_commit = [flush_states]  # type: ignore[attr-defined]
+    app.collarstream_states = states  # type: ignore[attr-defined]
+
+    @app.on_partitions_revoked.connect
+    async def _states_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        # Faust has committed (through flush_states) and waited for the agents; write
+        # anything left and forget: the next owner restores from the changelog.
+        states.flush()
+        states.drop()
+
+    @app.on_partitions_assigned.connect
+    async def _states_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        states.flush()
+        states.drop()
 
     @app.agent(raw, name="validate_fix")
     async def validate_fix(stream: faust.StreamT) -> None:
@@ -175,20 +206,12 @@ def build_app(settings: Settings) -> CollarApp:
                 await _track_animal(key, evs)
 
     async def _track_animal(key: bytes, evs: Sequence[Any]) -> None:
-        animal = key.decode()
         batch = concat_batches([decode_batch(ev.message.value)[1] for ev in evs])
-        raw_state = animal_to_track.get(key)
-        state = (
-            state_codec.decode(raw_state)
-            if raw_state is not None
-            else TrackState.new(animal, n_fences)
-        )
-        state, out = advance(state, batch, ctx)
+        state, out = advance(states.get(key), batch, ctx)
         # Tables write to the partition of the event being processed; after a batch
         # `take_events` leaves none current, so borrow this animal's last event.
         token = _current_event.set(weakref.ref(evs[-1]))
         try:
-            animal_to_track[key] = state_codec.encode(state)
             on_state(key, state, evs[-1])
         finally:
             _current_event.reset(token)
@@ -202,6 +225,8 @@ def build_app(settings: Settings) -> CollarApp:
             if event["type"] != "step":
                 body = orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
                 await outputs[event["type"]].send(key=key, value=body)
+        # Only now, with its outputs handed to the producer, may the state be written.
+        states.put(key, state, evs[-1])
 
     # Home ranges cost milliseconds each (KDE, isopleths) against microseconds a fix, so
     # they are estimated here, off the fix path, in a process of their own: the tracking
@@ -241,6 +266,8 @@ def _received_ms(msg: Any) -> int:
 def live_context(settings: Settings) -> Context:
     """What the worker judges tracks against; replay builds the same from the same settings."""
     countries = load_countries(settings.countries)
+    # Build the point index now (~0.3 s for the world layer), not on the first fix.
+    countries.locate(np.zeros(1), np.zeros(1))
     return Context(
         countries,
         load_fence_file(settings.urban_fences or default_urban_path()),

@@ -34,22 +34,30 @@ def run_worker(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 
-def spawn_worker(bootstrap: str, prefix: str, workdir: Path,
-                 extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    bootstrap: str, prefix: str, workdir: Path, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`collarstream worker` as a child process in its own session, logging to
     workdir/worker.log, its tables in workdir/data; for the demo, tests and benchmarks."""
     env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "COLLARSTREAM_TOPIC_PREFIX": prefix,
-        "COLLARSTREAM_APP_ID": f"{prefix}-worker",
-        "COLLARSTREAM_DATA_DIR": str(workdir / "data"),
-        "COLLARSTREAM_WEB_ENABLED": "false",
-        **(extra_env or {}),
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "COLLARSTREAM_TOPIC_PREFIX": prefix,
+            "COLLARSTREAM_APP_ID": f"{prefix}-worker",
+            "COLLARSTREAM_DATA_DIR": str(workdir / "data"),
+            "COLLARSTREAM_WEB_ENABLED": "false",
+            **(extra_env or {}),
+        }
+    )
     with open(workdir / "worker.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "collarstream", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "collarstream", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
