@@ -37,9 +37,13 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Event = dict[str, Any]
 
-# Good fixes recomputed before the first changed one: flags judge a fix by its
-# neighbours, so a change can reach this far back.
-CONTEXT_FIXES = 3
+# Good fixes recomputed before the first changed one: the step into it, and the events
+# anchored at that fix, start there. (Flags that a change reaches back to are found by
+# comparing them, see `advance`.) 0 breaks the arrival-order property test.
+CONTEXT_FIXES = 1
+# Good fixes kept before the eviction cut, so a late fix there is still judged (speed
+# outliers) against real neighbours.
+EVICT_CONTEXT_FIXES = 3
 
 # Columns of TrackState.det.
 DET_APPROACH, DET_COUNTRY, DET_AWAY, DET_IMMOBILE_SINCE, DET_AREAS = 0, 1, 2, 3, 4
@@ -191,14 +195,7 @@ def advance(state: TrackState, batch: FixBatch, ctx: Context) -> tuple[TrackStat
     if first_new is None:
         return state, []
     profile = ctx.profile_for(state.animal)
-    flags = quality.static_flags(
-        merged.t_ms, merged.lon, merged.lat, merged.hdop, merged.sats, profile, merged.fix_type
-    )
-    flags[
-        quality.speed_outliers(
-            merged.t_ms, merged.lon, merged.lat, flags == 0, profile.max_speed_mps
-        )
-    ] |= quality.IMPOSSIBLE_SPEED
+    flags = _flags(merged, first_new, profile)
     # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
     changed = np.flatnonzero(merged.flags != flags)
     start = min(first_new, int(changed[0])) if changed.size else first_new
@@ -212,6 +209,42 @@ def advance(state: TrackState, batch: FixBatch, ctx: Context) -> tuple[TrackStat
     events += _home_ranges(merged, int(merged.t_ms[r]), ctx.config)
     merged, events = _diff(merged, events, anchor_from=int(merged.t_ms[r]))
     return _evict(merged, ctx.config), events
+
+
+def _flags(s: TrackState, first_new: int, profile: quality.Profile) -> npt.NDArray[np.uint16]:
+    """Quality flags of the merged track, recomputed only where new fixes can change them
+    (the same as judging the whole track: `static_flags` groups fixes chained closer
+    than the near-duplicate tolerance, and a speed outlier is judged by its neighbouring
+    candidates). Rows of `s` before `first_new` hold their flags from the last call."""
+    t = s.t_ms
+    old = s.flags
+    # Static flags: from the start of the chain of close fixes the first new one joins.
+    tol = max(int(profile.near_duplicate_s * 1000), 1)
+    brk = np.flatnonzero(np.diff(t[: first_new + 1]) >= tol)
+    lo = int(brk[-1]) + 1 if brk.size else 0
+    static = old & np.uint16(~quality.IMPOSSIBLE_SPEED & 0xFFFF)
+    static[lo:] = quality.static_flags(
+        t[lo:],
+        s.lon[lo:],
+        s.lat[lo:],
+        s.hdop[lo:],
+        s.sats[lo:],
+        profile,
+        None if s.fix_type is None else s.fix_type[lo:],
+    )
+    # Speed outliers: a candidate is judged on the candidates before and after it (the
+    # oldest of the track on the two after it). With three candidates before `lo`, p3 <
+    # p2 < p1, only p1 onwards can change; judge from p2 (whose verdict in the window,
+    # by the oldest-fix rule, is discarded) so p1 is judged with its true predecessor.
+    before = np.flatnonzero(static[:lo] == 0)
+    w, keep = (int(before[-2]), int(before[-1])) if before.size >= 3 else (0, 0)
+    out = quality.speed_outliers(
+        t[w:], s.lon[w:], s.lat[w:], static[w:] == 0, profile.max_speed_mps
+    )
+    flags = static
+    flags[:keep] |= old[:keep] & np.uint16(quality.IMPOSSIBLE_SPEED)
+    flags[keep:][out[keep - w :]] |= np.uint16(quality.IMPOSSIBLE_SPEED)
+    return flags
 
 
 def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
@@ -985,7 +1018,7 @@ def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
     # Keep the last few good fixes before the cut as context for late arrivals.
     good_before = np.flatnonzero(s.flags[:cut] == 0)
     if good_before.size:
-        cut = min(cut, int(good_before[-min(CONTEXT_FIXES, good_before.size)]))
+        cut = min(cut, int(good_before[-min(EVICT_CONTEXT_FIXES, good_before.size)]))
     if cut <= 0:
         return s
     keep = slice(cut, None)
