@@ -8,7 +8,7 @@ Prints medians over K repeats and the ratio against the baseline:
               on the same M fixes (time of those two calls only; the GeoDataFrame and
               Trajectory are built beforehand, outside the timer)
   steps/mpd+  the same, movingpandas timed including GeoDataFrame + Trajectory build
-  membership  CountryLayer.locate (STRtree)     vs a per-point shapely loop
+  membership  CountryLayer.locate (FenceIndex)  vs a per-point shapely loop
   crossings   CountryLayer.crossings            (steps/s; no baseline in this run)
   reducer     core.track.advance, whole track   fixes/s through the whole core
   reducer/12  advance in uploads of 12 fixes    fixes/s as the live agent calls it

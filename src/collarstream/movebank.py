@@ -119,6 +119,8 @@ class MovebankTrack:
     skipped_non_location: int
     # Rows kept, but with an unreadable optional value (hdop, satellites, height) set to NaN.
     warnings: tuple[RowProblem, ...] = ()
+    # gps:fix-type (1 no fix, 2 = 2-D, 3 = 3-D); None when the file has no such column.
+    fix_type: npt.NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return int(self.t_ms.shape[0])
@@ -231,7 +233,8 @@ def read_movebank_csv(path: str | PathLike[str]) -> MovebankTrack:
     * Rows that cannot be used are listed in ``problems`` with their line and reason.
     * ``hdop``/``sats``/``height_m`` come from ``gps:hdop``, ``gps:satellite-count`` and
       ``height-above-ellipsoid``; NaN where empty or the column is absent. ``height-above-msl``
-      is deliberately not substituted (different vertical datum).
+      is deliberately not substituted (different vertical datum). ``fix_type`` comes from
+      ``gps:fix-type`` (None without the column).
 
     Raises ValueError when a required column is missing.
     """
@@ -320,6 +323,7 @@ def read_movebank_csv(path: str | PathLike[str]) -> MovebankTrack:
     hdop = optional("gps:hdop")
     sats = optional("gps:satellite-count")
     height = optional("height-above-ellipsoid")
+    fix_type = optional("gps:fix-type") if "gps:fix-type" in col else None
 
     tag_txt = column("tag-local-identifier")
     tag = (
@@ -348,6 +352,7 @@ def read_movebank_csv(path: str | PathLike[str]) -> MovebankTrack:
         problems=tuple(problems),
         skipped_non_location=skipped_non_location,
         warnings=tuple(warnings),
+        fix_type=None if fix_type is None else fix_type[keep],
     )
 
 

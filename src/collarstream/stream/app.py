@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+import os
 import time
 import weakref
 from collections import defaultdict
@@ -61,6 +62,8 @@ from collarstream.wire import (
 )
 
 log = logging.getLogger(__name__)
+# Scheduling priority of the home-range process, relative to the worker's.
+HOME_RANGE_NICENESS = 10
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -232,8 +235,13 @@ def build_app(settings: Settings) -> CollarApp:
     # they are estimated here, off the fix path, in a process of their own: the tracking
     # agent only says which are due (with their fixes), and alerts never wait for them.
     # "spawn": forking a process that runs the consumer's thread can deadlock the child.
+    # Niced: on a small machine it shares the cores with the fix path (and often the
+    # broker), and a home range may come minutes late where an alert may not.
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=os.nice,
+        initargs=(HOME_RANGE_NICENESS,),
     )
 
     @app.agent(outputs["home-range-due"], name="estimate_home_range")
