@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import importlib.resources
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyproj import CRS, Transformer
 
 from collarstream.core.approach import (
     Approach,
@@ -285,6 +287,56 @@ def test_excursion_exit_and_return_against_the_30_day_range() -> None:
     assert again.exit.tolist() == ex.exit.tolist()
     prune_cache(cache, int(t[-1]))
     assert len(cache) <= 1
+
+
+@given(seed=st.integers(0, 2**32 - 1), spread_deg=st.sampled_from([0.003, 0.01, 0.03]))
+@settings(max_examples=25, deadline=None)
+def test_reference_range_is_the_direct_95_kde_and_its_hysteresis(
+    seed: int, spread_deg: float
+) -> None:
+    """ReferenceRange against a KDE summed directly: our own LAEA (plain-mean centre),
+    h_ref by formula, the 95 % threshold from a 400 x 400 node grid. Query points whose
+    direct density is clear of the threshold (by 5 %) agree on "inside"; points clearly
+    inside the hysteresis band (< hysteresis - 1.5 cells) or beyond it (> hysteresis +
+    1.5 cells; distance to the nearest fine node above the threshold) agree on "stay"."""
+    rng = np.random.default_rng(seed)
+    n = 180
+    lon = 77.0 + np.cumsum(rng.normal(0, spread_deg, n))
+    lat = 43.0 + np.cumsum(rng.normal(0, spread_deg * 0.7, n))
+    t = T0 + np.arange(n, dtype=np.int64) * (DAY_MS // 6)
+    ref = reference_range(t, lon, lat, int(t[-1]) + 1)
+    assert ref is not None
+    crs = CRS.from_proj4(f"+proj=laea +lat_0={lat.mean()} +lon_0={lon.mean()} +datum=WGS84")
+    proj = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    x, y = (np.asarray(v) for v in proj.transform(lon, lat))
+    h = math.sqrt(0.5 * (np.var(x, ddof=1) + np.var(y, ddof=1))) * n ** (-1 / 6)
+
+    def density(px: np.ndarray, py: np.ndarray) -> np.ndarray:
+        d2 = (px[:, None] - x) ** 2 + (py[:, None] - y) ** 2
+        return np.exp(-0.5 * d2 / h**2).sum(axis=1) / (2 * math.pi * h * h * n)
+
+    gx, gy = np.meshgrid(np.linspace(x.min() - 4 * h, x.max() + 4 * h, 400),
+                         np.linspace(y.min() - 4 * h, y.max() + 4 * h, 400))
+    fine = np.concatenate([density(a, b) for a, b in
+                           zip(np.array_split(gx.ravel(), 40), np.array_split(gy.ravel(), 40),
+                               strict=True)])
+    d = np.sort(fine)[::-1]
+    thr = float(d[np.searchsorted(np.cumsum(d) / d.sum(), 0.95)])
+    px = rng.uniform(x.min() - 3 * h, x.max() + 3 * h, 3000)
+    py = rng.uniform(y.min() - 3 * h, y.max() + 3 * h, 3000)
+    qlon, qlat = proj.transform(px, py, direction="INVERSE")
+    enter, stay = ref.masks(np.asarray(qlon), np.asarray(qlat))
+    dq = density(px, py)
+    clear = np.abs(dq / thr - 1.0) > 0.05
+    assert clear.sum() > 2000
+    np.testing.assert_array_equal(enter[clear], (dq >= thr)[clear])
+    top_x, top_y = gx.ravel()[fine >= thr], gy.ravel()[fine >= thr]
+    out = dq < thr
+    dist = np.array([np.hypot(top_x - a, top_y - b).min() for a, b in
+                     zip(px[out], py[out], strict=True)])
+    band = 1.5 * ref.cell + 1.5 * (gx[0, 1] - gx[0, 0])
+    near, far = dist < ref.hysteresis_m - band, dist > ref.hysteresis_m + band
+    assert stay[out][near].all() and not stay[out][far].any()
 
 
 def test_reference_needs_enough_fixes_and_is_keyed_by_content() -> None:

@@ -813,3 +813,19 @@ def test_fisher_f1_every_home_range_method(shared_data: Path) -> None:
     assert 0.3 < filled.mean() < 0.95
     bursts = bursts_from_slots(fix, min_fixes=3)
     assert bursts.max() > 0 and np.all(bursts[~filled] == -1)
+
+
+def test_exact_kde_grid_is_the_gaussian_sum_at_the_nodes_and_close_to_the_binned_one() -> None:
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(0, 3000, 150), rng.normal(0, 1500, 150)
+    exact = kde_grid(x, y, "ref", 96, exact=True)
+    binned = kde_grid(x, y, "ref", 96)
+    np.testing.assert_array_equal(exact.xs, binned.xs)
+    np.testing.assert_array_equal(exact.ys, binned.ys)
+    h = exact.bandwidth
+    gx, gy = np.meshgrid(exact.xs, exact.ys)
+    d2 = (gx.ravel()[:, None] - x) ** 2 + (gy.ravel()[:, None] - y) ** 2
+    direct = np.exp(-0.5 * d2 / h**2).sum(axis=1).reshape(gx.shape) / (2 * math.pi * h * h * 150)
+    np.testing.assert_allclose(exact.density, direct, rtol=1e-10, atol=1e-22)
+    # Linear binning errs by O((cell / h)²) of the peak.
+    assert np.abs(binned.density - exact.density).max() < 0.02 * exact.density.max()

@@ -7,26 +7,36 @@ what order fixes arrived): a fix on UTC day D is judged against the 95 % KDE
 days without one the excursion state is held (nothing set, nothing reset).
 
 Membership is the protected-area latch (``areas``): home from the first fix inside the
-polygon, away from the first fix farther than hysteresis_m outside it. Away = excursion.
+range, away from the first fix farther than hysteresis_m outside it. Away = excursion.
+The range is read off the KDE grid, not off a contour polygon (``ReferenceRange``): a
+fix is inside when the density interpolated at it reaches the 95 % threshold (the
+superlevel set is what the isopleth encloses), and within the hysteresis while its
+interpolated distance to the nearest inside grid node is at most hysteresis_m. That is
+the same set as the polygon up to a fraction of a grid cell (tens to a few hundred
+metres at 128 nodes), and costs ~1 ms a reference instead of ~3 ms (contouring, a
+projection back to lon/lat, buffering): in replays and catch-ups of many animals the
+references were a third of the reducer's time.
 
-KDEs cost ~10 ms; ``excursions`` memoizes them in a caller-owned dict keyed by
-(day start, digest of the reference fixes), so the reducer's repeated suffix
-recomputations reuse them, and a late fix that changes a day's reference changes its key.
-The cache is a pure memo (dropping it changes nothing but time); prune it with
-``prune_cache``. It should live per worker, not in a Faust table.
+References are memoized in a caller-owned dict keyed by (period start, digest of the
+reference fixes), so the reducer's repeated suffix recomputations reuse them, and a
+late fix that changes a period's reference changes its key. The cache is a pure memo
+(dropping it changes nothing but time); prune it with ``prune_cache``. It should live
+per worker, not in a Faust table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import distance_transform_edt
 
-from collarstream.core.areas import area_fence, inside_masks, membership
-from collarstream.core.homerange import home_ranges
-from collarstream.core.zones import UrbanFence
+from collarstream.core.areas import membership
+from collarstream.core.homerange import Projector, equal_area_projection, kde_grid
+from collarstream.core.homerange import isopleth_threshold as _isopleth_threshold
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -41,7 +51,77 @@ GRID = 128
 # KDE isopleth edges are smooth guesses; 500 m keeps an animal on the edge from flapping.
 HYSTERESIS_M = 500.0
 
-Cache = dict[tuple[int, str], UrbanFence | None]
+
+@dataclass(frozen=True, eq=False)
+class ReferenceRange:
+    """The LEVEL % KDE superlevel set of a reference period, on the KDE's grid."""
+
+    to_xy: Projector  # lon/lat -> the grid's equal-area metres
+    x0: float
+    y0: float
+    cell: float
+    density: FloatArray  # (ny, nx), density[j, i] at (x0 + i cell, y0 + j cell)
+    level: float  # density threshold of the LEVEL % isopleth
+    outside_m: FloatArray  # (ny, nx) distance to the nearest node inside (0 inside)
+    hysteresis_m: float
+
+    def masks(self, lon: FloatArray, lat: FloatArray) -> tuple[BoolArray, BoolArray]:
+        """Per fix: inside the range, and within hysteresis_m of it."""
+        lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+        if lon.size == 0:
+            return np.zeros(0, bool), np.zeros(0, bool)
+        x, y = self.to_xy(lon, lat)
+        ny, nx = self.density.shape
+        fx, fy = (np.asarray(x) - self.x0) / self.cell, (np.asarray(y) - self.y0) / self.cell
+        on = (fx >= 0) & (fx <= nx - 1) & (fy >= 0) & (fy <= ny - 1)
+        i0 = np.clip(np.floor(np.nan_to_num(fx)), 0, nx - 2).astype(np.int64)
+        j0 = np.clip(np.floor(np.nan_to_num(fy)), 0, ny - 2).astype(np.int64)
+        tx, ty = np.clip(fx - i0, 0, 1), np.clip(fy - j0, 0, 1)
+
+        def at(g: FloatArray) -> FloatArray:
+            return (
+                g[j0, i0] * (1 - tx) * (1 - ty)
+                + g[j0, i0 + 1] * tx * (1 - ty)
+                + g[j0 + 1, i0] * (1 - tx) * ty
+                + g[j0 + 1, i0 + 1] * tx * ty
+            )
+
+        enter = on & (at(self.density) >= self.level)
+        dist = np.where(on, at(self.outside_m), np.inf)
+        off = ~on & np.isfinite(fx) & np.isfinite(fy)
+        if off.any():  # beyond the grid's margin: measure to the inside nodes directly
+            jj, ii = np.nonzero(self.outside_m == 0)
+            dx = fx[off][:, None] - ii[None, :]
+            dy = fy[off][:, None] - jj[None, :]
+            dist[off] = np.sqrt((dx * dx + dy * dy).min(axis=1)) * self.cell
+        return enter, enter | (dist <= self.hysteresis_m)
+
+
+def range_raster(
+    lon: FloatArray, lat: FloatArray, level: float, grid: int, hysteresis_m: float
+) -> ReferenceRange | None:
+    """The level % KDE (reference bandwidth) of the fixes as a ReferenceRange; None when
+    the fixes have no spread (no bandwidth exists)."""
+    to_xy, _ = equal_area_projection(lon, lat)
+    x, y = to_xy(lon, lat)
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if np.ptp(x) == 0.0 and np.ptp(y) == 0.0:
+        return None
+    g = kde_grid(x, y, "ref", grid, exact=True)
+    thr = _isopleth_threshold(g, level)
+    cell = float(g.xs[1] - g.xs[0])
+    if not (math.isfinite(thr) and cell > 0):
+        return None
+    inside = g.density >= thr
+    outside_m = distance_transform_edt(~inside) * cell if inside.any() else None
+    if outside_m is None:
+        return None
+    return ReferenceRange(
+        to_xy, float(g.xs[0]), float(g.ys[0]), cell, g.density, thr, outside_m, hysteresis_m
+    )
+
+
+Cache = dict[tuple[int, str], ReferenceRange | None]
 
 
 def day_start_ms(t_ms: IntArray, period_ms: int = DAY_MS) -> IntArray:
@@ -66,22 +146,24 @@ def reference_range(
     days: int = REFERENCE_DAYS,
     min_fixes: int = MIN_FIXES,
     hysteresis_m: float = HYSTERESIS_M,
-) -> UrbanFence | None:
-    """The day's reference: 95 % KDE of good fixes in [day - days, day), as a one-zone
-    fence (enter inside, leave beyond hysteresis_m); None with too few fixes."""
+) -> ReferenceRange | None:
+    """The day's reference: 95 % KDE of good fixes in [day - days, day) (enter inside,
+    leave beyond hysteresis_m); None with too few fixes."""
     a, b = np.searchsorted(t_ms, [day_ms - days * DAY_MS, day_ms], side="left")
     if b - a < min_fixes:
         return None
     key = (int(day_ms), _digest(t_ms[a:b], lon[a:b], lat[a:b]))
     if cache is not None and key in cache:
         return cache[key]
-    ranges = home_ranges(lon[a:b], lat[a:b], mcp_levels=(), kde_levels=(LEVEL,), grid_size=GRID)
-    fence = None
-    if ranges:
-        fence = area_fence("home range", f"home-{day_ms}", ranges[0].geometry_lonlat, hysteresis_m)
+    ok = np.isfinite(lon[a:b]) & np.isfinite(lat[a:b])
+    ref = (
+        range_raster(lon[a:b][ok], lat[a:b][ok], LEVEL, GRID, hysteresis_m)
+        if ok.sum() >= 2
+        else None
+    )
     if cache is not None:
-        cache[key] = fence
-    return fence
+        cache[key] = ref
+    return ref
 
 
 def prune_cache(cache: Cache, before_ms: int) -> None:
@@ -131,7 +213,7 @@ def excursions(
         fence = reference_range(t, lon, lat, int(day[a]), cache, days, min_fixes, hysteresis_m)
         if fence is None:
             continue
-        enter, stay = inside_masks(fence, lon[start + a : start + b], lat[start + a : start + b])
+        enter, stay = fence.masks(lon[start + a : start + b], lat[start + a : start + b])
         home_set[a:b], home_keep[a:b], judged[a:b] = enter, stay, True
     # Unjudged fixes neither set nor reset (home_keep stays True there). Without a carry
     # the animal is taken to be home: an excursion needs evidence, and the first judged
