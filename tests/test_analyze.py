@@ -99,3 +99,20 @@ def test_simulated_collars_through_the_cli(tmp_path: Path) -> None:
     zones = [a["details"]["level"] for a in alerts
              if a["kind"] == "urban-edge" and a["details"]["transition"] == "enter"]
     assert zones[:3] == [1, 2, 3]
+
+
+def test_analyze_reads_gps_fix_type_and_flags_failed_fix_types(tmp_path: Path) -> None:
+    src = tmp_path / "ftype.csv"
+    src.write_text(
+        "timestamp,location-long,location-lat,gps:fix-type,individual-local-identifier\n"
+        "2026-03-01 00:00:00.000,77.00,43.00,3,A\n"
+        "2026-03-01 04:00:00.000,77.01,43.01,1,A\n"
+        "2026-03-01 08:00:00.000,77.02,43.02,,A\n"
+        "2026-03-01 12:00:00.000,77.03,43.03,2,A\n"
+    )
+    report = analyze(src, tmp_path / "out")
+    with open(tmp_path / "out" / "fixes.csv", newline="") as fh:
+        flags = {int(r["line"]): r["flags"] for r in csv.DictReader(fh)}
+    # Fix type 1 is "no fix"; an empty cell is unknown, not poor; 2-D passes the default.
+    assert flags == {2: "", 3: "poor-fix-type", 4: "", 5: ""}
+    assert report.flagged == {"poor-fix-type": 1}

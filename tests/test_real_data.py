@@ -50,6 +50,7 @@ from scipy.stats import gaussian_kde
 from collarstream.core import quality
 from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer
+from collarstream.core.encounters import encounter_alerts
 from collarstream.core.homerange import (
     BandwidthWarning,
     equal_area_projection,
@@ -60,7 +61,7 @@ from collarstream.core.homerange import (
     mcp,
     plugin_bandwidth,
 )
-from collarstream.core.proximity import close_pairs
+from collarstream.core.proximity import ENCOUNTER_GAP_S, close_pairs, encounters
 from collarstream.core.regularize import bursts_from_slots, regularize
 from collarstream.core.steps import compute_steps, max_gap_seconds
 from collarstream.core.track import (
@@ -71,7 +72,6 @@ from collarstream.core.track import (
     TrackState,
     advance,
     compute_home_range,
-    proximity_alert,
 )
 from collarstream.core.zones import UrbanFence, Zone
 from collarstream.fences import border_lines, load_countries
@@ -895,13 +895,17 @@ def test_silent_collar_alerts_are_the_gaps_in_the_raw_fisher_and_cougar_fixes(
         assert all(a["details"]["last-fix-timestamp"] == last for a in alerts)
 
 
-def test_proximity_pairs_of_fishers_match_a_brute_force_search(fishers_raw: Raw) -> None:
-    """proximity on the fishers (500 m, 1 h): the pairs of located fixes of different
-    animals found by a time-sorted scan with geographiclib distances, and nothing else;
-    the alerts built for the closest pair carry its distance and time apart, one per
-    animal. Only the two pairs of fishers tracked at the same time meet."""
-    names = sorted(set(fishers_raw.animal))
-    cols = [_located(fishers_raw, n) for n in names]
+Pairs = dict[tuple[int, int], float]
+
+
+def _close_pairs_by_search(
+    raw: Raw,
+) -> tuple[list[str], npt.NDArray[np.int64], npt.NDArray[np.int64], FloatArray, FloatArray, Pairs]:
+    """The located fixes of every animal, time-sorted (animal index, t, lon, lat), and the
+    pairs of fixes of different animals within 1 h and 500 m found by a time-sorted scan
+    with geographiclib distances: {(a, b): metres}, a < b indexing the sorted fixes."""
+    names = sorted(set(raw.animal))
+    cols = [_located(raw, n) for n in names]
     animal = np.concatenate([np.full(c[0].size, k) for k, c in enumerate(cols)])
     t, lon, lat = (np.concatenate([c[i] for c in cols]) for i in range(3))
     order = np.argsort(t, kind="stable")
@@ -911,13 +915,27 @@ def test_proximity_pairs_of_fishers_match_a_brute_force_search(fishers_raw: Raw)
     a = np.repeat(np.arange(t.size), later)
     b = a + 1 + np.arange(a.size) - np.repeat(np.cumsum(later) - later, later)
     assert (b > a).all() and (t[b] - t[a] <= 3_600_000).all()
-    # 0.01 degree of latitude is over 1 km: only nearer fixes are measured.
+    # Only fixes nearer than 520 m on a sphere are measured on the ellipsoid: the two
+    # differ by under 0.6 % (0.01 degree of latitude, over 1 km, first: cheaper still).
     cand = (animal[a] != animal[b]) & (np.abs(lat[a] - lat[b]) < 0.01)
-    want: dict[tuple[int, int], float] = {}
-    for i, j in zip(a[cand].tolist(), b[cand].tolist(), strict=True):
+    a, b = a[cand], b[cand]
+    p1, p2, dl = np.radians(lat[a]), np.radians(lat[b]), np.radians(lon[b] - lon[a])
+    h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    near = 2 * 6_371_008.8 * np.arcsin(np.sqrt(h)) < 520.0
+    want: Pairs = {}
+    for i, j in zip(a[near].tolist(), b[near].tolist(), strict=True):
         d = GLIB.Inverse(lat[i], lon[i], lat[j], lon[j], Geodesic.DISTANCE)["s12"]
         if d <= 500.0:
             want[i, j] = d
+    return names, animal, t, lon, lat, want
+
+
+def test_proximity_pairs_of_fishers_match_a_brute_force_search(fishers_raw: Raw) -> None:
+    """proximity on the fishers (500 m, 1 h): the pairs of located fixes of different
+    animals found by a time-sorted scan with geographiclib distances, and nothing else;
+    the alerts built for the closest pair carry its distance and time apart, one per
+    animal. Only the two pairs of fishers tracked at the same time meet."""
+    names, animal, t, lon, lat, want = _close_pairs_by_search(fishers_raw)
     p = close_pairs(animal, t, lon, lat)
     got = dict(zip(zip(p.i.tolist(), p.j.tolist(), strict=True), p.dist_m.tolist(), strict=True))
     assert got.keys() == want.keys()
@@ -938,14 +956,85 @@ def test_proximity_pairs_of_fishers_match_a_brute_force_search(fishers_raw: Raw)
             "lat": float(lat[k]),
         }
 
-    mine, theirs = proximity_alert(rec(i), rec(j), d), proximity_alert(rec(j), rec(i), d)
-    for alert, me, other in ((mine, i, j), (theirs, j, i)):
+    alerts = encounter_alerts(rec(i), rec(j), d)
+    assert alerts == encounter_alerts(rec(j), rec(i), d)
+    me_first = names[animal[i]] < names[animal[j]]
+    for alert, me, other in zip(
+        alerts, (i, j) if me_first else (j, i), (j, i) if me_first else (i, j), strict=True
+    ):
         assert alert["kind"] == "proximity" and alert["severity"] == "info"
         assert alert["individual-local-identifier"] == names[animal[me]]
+        assert alert["fix-timestamp"] == iso(int(t[me]))
         assert alert["details"]["other"] == names[animal[other]]
         assert alert["details"]["distance_m"] == round(d, 1)
         assert alert["details"]["dt_s"] == abs(int(t[i]) - int(t[j])) / 1000.0
-    assert mine["id"] != theirs["id"]
+        assert alert["details"]["transition"] == "start"
+    assert alerts[0]["id"] != alerts[1]["id"]
+
+
+@pytest.mark.parametrize(
+    ("name", "n_pairs", "n_encounters"), [(FISHERS, 5_385, 5), (BATS, 15_144, 17)]
+)
+def test_proximity_encounters_of_real_tracks_match_a_loop(
+    shared_data: Path, name: str, n_pairs: int, n_encounters: int
+) -> None:
+    """Encounters on the fishers and the free-tailed bats (which roost together): thousands
+    of close pairs of located fixes (two alerts each before encounters) are a handful of
+    encounters, one per pair of animals and stretch of days together. The pairs come from
+    the geographiclib scan; the grouping from a loop over them in time order, a new
+    encounter when a pair's close pairs are more than ENCOUNTER_GAP_S (26 h) apart."""
+    names, animal, t, lon, lat, want = _close_pairs_by_search(_raw(shared_data / name))
+    assert len(want) == n_pairs
+    # The loop: per pair of animals, (start pair of fixes, last detection time).
+    gap_ms = round(ENCOUNTER_GAP_S * 1000)
+    open_: dict[tuple[int, int], tuple[tuple[int, int], int]] = {}
+    starts: set[tuple[int, int]] = set()
+
+    def oriented(ij: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(lower animal, higher animal, its fix time, the other's)."""
+        i, j = ij if animal[ij[0]] < animal[ij[1]] else ij[::-1]
+        return int(animal[i]), int(animal[j]), int(t[i]), int(t[j])
+
+    # In time order (of the later fix), ties by the lower animal's fix time, the other's.
+    for i, j in sorted(want, key=lambda ij: (max(oriented(ij)[2:]), oriented(ij)[2:])):
+        key = oriented((i, j))[:2]
+        when = max(int(t[i]), int(t[j]))
+        if key not in open_ or when - open_[key][1] > gap_ms:
+            open_[key] = ((i, j), when)
+            starts.add((i, j))
+        else:
+            open_[key] = (open_[key][0], when)
+    assert len(starts) == n_encounters
+    p = close_pairs(animal, t, lon, lat)
+    enc = encounters(animal[p.i], animal[p.j], t[p.i], t[p.j])
+    assert len(enc) == n_encounters and enc.new.all()
+    got = {(int(p.i[k]), int(p.j[k])) for k in enc.first.tolist()}
+    # The same first pairs of fixes (up to two fixes of an animal at one instant).
+    assert {oriented(ij) for ij in got} == {oriented(ij) for ij in starts}
+    alerts = [
+        a
+        for k in enc.first.tolist()
+        for a in encounter_alerts(
+            *(
+                {
+                    "animal": names[animal[x]],
+                    "tag": "",
+                    "t_ms": int(t[x]),
+                    "received_ms": int(t[x]),
+                    "lon": float(lon[x]),
+                    "lat": float(lat[x]),
+                }
+                for x in (int(p.i[k]), int(p.j[k]))
+            ),
+            float(p.dist_m[k]),
+        )
+    ]
+    assert len(alerts) == 2 * n_encounters < 2 * len(p) // 100
+    assert len({a["id"] for a in alerts}) == len(alerts)
+    met = Counter(
+        tuple(sorted((a["individual-local-identifier"], a["details"]["other"]))) for a in alerts
+    )
+    assert set(met) == {(names[a], names[b]) for a, b in open_}  # every pair that met
 
 
 def _consumer_view(events: Iterable[Event]) -> dict[str, Event]:

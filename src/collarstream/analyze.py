@@ -22,8 +22,9 @@ import numpy as np
 import orjson
 
 from collarstream.core import quality
+from collarstream.core.encounters import encounter_alerts
 from collarstream.core.homerange import home_ranges
-from collarstream.core.proximity import close_pairs
+from collarstream.core.proximity import close_pairs, encounters
 from collarstream.core.steps import max_gap_seconds
 from collarstream.core.track import (
     Context,
@@ -32,7 +33,6 @@ from collarstream.core.track import (
     TrackState,
     advance,
     home_range_event,
-    proximity_alert,
     resolve_home_ranges,
     row_keys,
 )
@@ -59,8 +59,10 @@ REPLAY_CONFIG = TrackConfig(window_days=1e6, max_fixes=10**9, home_range_min_fix
 
 
 def _proximity_alerts(states: list[TrackState]) -> list[dict[str, Any]]:
-    """Pairs of animals close in space and time over the whole tracks (the live worker
-    compares each new fix with the others' latest; see stream.watch)."""
+    """Encounters of animals close in space and time over the whole tracks: every close
+    pair of good fixes is a detection, grouped per pair of animals into encounters
+    (core.proximity.encounters), with two alerts at each encounter's first detection.
+    The live worker groups the detections it finds the same way (see stream.watch)."""
     recs, who = [], []
     for k, s in enumerate(states):
         good = np.flatnonzero(s.flags == 0)
@@ -75,9 +77,12 @@ def _proximity_alerts(states: list[TrackState]) -> list[dict[str, Any]]:
     lon = np.array([r["lon"] for r in recs])
     lat = np.array([r["lat"] for r in recs])
     pairs = close_pairs(animal, t, lon, lat)
+    # Animals are coded in name order (`analyze` sorts them), as the live agent codes them.
+    enc = encounters(animal[pairs.i], animal[pairs.j], t[pairs.i], t[pairs.j])
     out = []
-    for i, j, d in zip(pairs.i.tolist(), pairs.j.tolist(), pairs.dist_m.tolist(), strict=True):
-        out += [proximity_alert(recs[i], recs[j], d), proximity_alert(recs[j], recs[i], d)]
+    for k in enc.first.tolist():
+        i, j = int(pairs.i[k]), int(pairs.j[k])
+        out += encounter_alerts(recs[i], recs[j], float(pairs.dist_m[k]))
     return out
 
 
@@ -168,7 +173,8 @@ def _profile_for(track: MovebankTrack, sel: np.ndarray, name: str | None) -> qua
 def _batch(track: MovebankTrack, sel: np.ndarray) -> FixBatch:
     tags = [t for t in track.tag[sel] if t]
     return FixBatch(track.t_ms[sel], track.lon[sel], track.lat[sel], track.hdop[sel],
-                    track.sats[sel], track.t_ms[sel], tag=str(tags[-1]) if tags else "")
+                    track.sats[sel], track.t_ms[sel], tag=str(tags[-1]) if tags else "",
+                    fix_type=None if track.fix_type is None else track.fix_type[sel])
 
 
 def _fix_rows(track: MovebankTrack, sel: np.ndarray, state: TrackState) -> list[dict[str, Any]]:

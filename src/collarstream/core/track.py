@@ -24,7 +24,6 @@ import orjson
 from collarstream.core import approach as approach_mod
 from collarstream.core import excursion as excursion_mod
 from collarstream.core import immobility as immobility_mod
-from collarstream.core import proximity as proximity_mod
 from collarstream.core import quality
 from collarstream.core import silence as silence_mod
 from collarstream.core.areas import ProtectedAreas
@@ -1039,29 +1038,3 @@ def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
         det=None if s.det is None else s.det[keep],
         emitted={k: v for k, v in s.emitted.items() if v[0] >= t_keep},
     )
-
-
-def proximity_alert(me: dict[str, Any], other: dict[str, Any], dist_m: float) -> dict[str, Any]:
-    """Proximity alert for `me` about `other` (fix records as in `last_fix_record`)."""
-    return {
-        "type": "alert",
-        "id": event_id(
-            "alr", me["animal"], "proximity", other["animal"], me["t_ms"], other["t_ms"]
-        ),
-        "kind": "proximity",
-        "severity": "info",
-        "individual-local-identifier": me["animal"],
-        "tag-local-identifier": me["tag"],
-        "fix-timestamp": iso(me["t_ms"]),
-        "received-timestamp": iso(me["received_ms"]),
-        "fix-age_s": round((me["received_ms"] - me["t_ms"]) / 1000.0, 3),
-        "location-long": round(me["lon"], 7),
-        "location-lat": round(me["lat"], 7),
-        "details": {
-            "other": other["animal"],
-            "other-fix-timestamp": iso(other["t_ms"]),
-            "distance_m": round(dist_m, 1),
-            "within_m": proximity_mod.WITHIN_M,
-            "dt_s": abs(me["t_ms"] - other["t_ms"]) / 1000.0,
-        },
-    }

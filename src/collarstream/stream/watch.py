@@ -10,9 +10,17 @@ two collared animals (a view across animals).
 * Proximity. The tracking agent sends each animal's newest good fix to the
   `<prefix>.positions` topic under one key, so one agent (on one partition) sees every
   animal's latest position and compares each new fix with the others' latest
-  (`core.proximity.close_to`: within 500 m and 1 h). Known limit: live compares a new
-  fix with the latest fix of each other animal only, so a late fix can miss a pair
-  that a replay over whole tracks (`close_pairs`) finds.
+  (`core.proximity.close_to`: within 500 m and 1 h). Each close pair is a detection;
+  `core.proximity.continue_encounters` groups them into encounters per pair of animals,
+  and only an encounter's first detection raises alerts (`core.encounters`: one per
+  animal, the ids a replay gives the same encounter). Per pair, the open encounter
+  (start fix times, last detection time) is kept in the `proximity_encounters` table and
+  in memory; the latest positions, decoded, in memory, with `latest_positions` as the
+  persisted copy, so a fix costs one decode and a vectorized distance to every other
+  animal. Known limit: live compares a new fix with the latest fix of each other animal
+  only, so a late fix, or a collar upload (only its newest fix is published), can miss
+  a pair that a replay over whole tracks (`close_pairs`) finds, and so start an
+  encounter later or not at all.
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ import numpy as np
 import orjson
 
 from collarstream.core import proximity
-from collarstream.core.track import Context, TrackState, proximity_alert, silent_collar_alert
+from collarstream.core.encounters import encounter_alerts
+from collarstream.core.track import Context, TrackState, silent_collar_alert
 
 Send = Callable[[bytes, dict[str, Any]], Awaitable[None]]
 ALL = b"all"
+Pair = tuple[str, str]
 
 
 def last_fix_record(state: TrackState, ctx: Context) -> dict[str, Any] | None:
@@ -50,6 +60,64 @@ def last_fix_record(state: TrackState, ctx: Context) -> dict[str, Any] | None:
     }
 
 
+class LatestFixes:
+    """Each animal's newest good fix, decoded once: the records and, for the distance
+    test, their positions and times in columns (updated in place)."""
+
+    def __init__(self) -> None:
+        self.recs: list[dict[str, Any]] = []
+        self.index: dict[str, int] = {}
+        self.lon = np.empty(8)
+        self.lat = np.empty(8)
+        self.t_ms = np.empty(8, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.recs)
+
+    def put(self, rec: dict[str, Any]) -> None:
+        k = self.index.get(rec["animal"])
+        if k is None:
+            k = len(self.recs)
+            if k == self.lon.size:  # double the columns: amortized O(1) a new animal
+                self.lon, self.lat, self.t_ms = (
+                    np.concatenate([c, np.empty_like(c)]) for c in (self.lon, self.lat, self.t_ms)
+                )
+            self.index[rec["animal"]] = k
+            self.recs.append(rec)
+        else:
+            self.recs[k] = rec
+        self.lon[k], self.lat[k], self.t_ms[k] = rec["lon"], rec["lat"], rec["t_ms"]
+
+    def get(self, animal: str) -> dict[str, Any] | None:
+        k = self.index.get(animal)
+        return None if k is None else self.recs[k]
+
+    def close_to(self, rec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[float]]:
+        """The other animals' latest fixes close to `rec`, and their distances."""
+        n = len(self.recs)
+        idx, dist = proximity.close_to(
+            rec["lon"], rec["lat"], rec["t_ms"], self.lon[:n], self.lat[:n], self.t_ms[:n]
+        )
+        me = self.index.get(rec["animal"], -1)
+        keep = idx != me
+        return [self.recs[k] for k in idx[keep].tolist()], dist[keep].tolist()
+
+
+def _pair_key(pair: Pair) -> bytes:
+    return orjson.dumps(list(pair))
+
+
+def _encode_open(e: proximity.OpenEncounter) -> bytes:
+    return orjson.dumps({"start_ms": list(e.start_ms), "last_ms": e.last_ms})
+
+
+def _decode_open(raw: bytes) -> proximity.OpenEncounter:
+    d = orjson.loads(raw)
+    return proximity.OpenEncounter(
+        (int(d["start_ms"][0]), int(d["start_ms"][1])), int(d["last_ms"])
+    )
+
+
 def install_watchers(
     app: faust.App,
     ctx: Context,
@@ -66,6 +134,14 @@ def install_watchers(
     latest = app.Table("latest_positions", partitions=positions_topic.partitions)
     latest.key_serializer = "raw"
     latest.value_serializer = "raw"
+    open_pairs = app.Table("proximity_encounters", partitions=positions_topic.partitions)
+    open_pairs.key_serializer = "raw"
+    open_pairs.value_serializer = "raw"
+    # Decoded copies of the two tables, loaded on the first position after a start or a
+    # rebalance (the tables are then restored); the agent writes both alike.
+    mem_latest = LatestFixes()
+    mem_open: dict[Pair, proximity.OpenEncounter] = {}
+    loaded = False
     periods = ctx.detectors.silent_periods
     pending: list[dict[str, Any]] = []
     raised: set[tuple[bytes, int]] = set()  # silences this process has raised
@@ -114,25 +190,51 @@ def install_watchers(
             rec = pending.pop(0)
             await positions_topic.send(key=ALL, value=orjson.dumps(rec))
 
+    def load() -> None:
+        nonlocal loaded, mem_latest
+        mem_latest = LatestFixes()
+        mem_open.clear()
+        for raw in latest.values():
+            mem_latest.put(orjson.loads(raw))
+        for key, raw in open_pairs.items():
+            a, b = orjson.loads(key)
+            mem_open[a, b] = _decode_open(raw)
+        loaded = True
+
+    async def forget(*_: Any, **__: Any) -> None:
+        nonlocal loaded
+        loaded = False  # another worker may own the positions next: reload from the tables
+
+    app.on_partitions_revoked.connect(forget)
+    app.on_partitions_assigned.connect(forget)
+
     @app.agent(positions_topic, name="proximity")
     async def proximity_agent(stream: faust.StreamT) -> None:
         async for value in stream:
+            if not loaded:
+                load()
             rec = orjson.loads(value)
-            others = [orjson.loads(v) for k, v in latest.items() if k != rec["animal"].encode()]
-            latest[rec["animal"].encode()] = value
+            others, dist = mem_latest.close_to(rec)
+            was = mem_latest.get(rec["animal"])
+            if was is None or was["t_ms"] <= rec["t_ms"]:  # not a redelivered older one
+                mem_latest.put(rec)
+                latest[rec["animal"].encode()] = value
             if not others:
                 continue
-            idx, dist = proximity.close_to(
-                rec["lon"],
-                rec["lat"],
-                rec["t_ms"],
-                np.array([o["lon"] for o in others]),
-                np.array([o["lat"] for o in others]),
+            starts, changed = proximity.continue_encounters(
+                mem_open,
+                [rec["animal"]] * len(others),
+                [o["animal"] for o in others],
+                np.full(len(others), rec["t_ms"], np.int64),
                 np.array([o["t_ms"] for o in others], dtype=np.int64),
             )
-            for k, d in zip(idx.tolist(), dist.tolist(), strict=True):
-                a, b = rec, others[k]
-                for me, other in ((a, b), (b, a)):
-                    await send_alert(me["animal"].encode(), proximity_alert(me, other, d))
+            for k in np.flatnonzero(starts).tolist():
+                for alert in encounter_alerts(rec, others[k], dist[k]):
+                    await send_alert(alert["individual-local-identifier"].encode(), alert)
+            # Only with the alerts handed to the producer: a crash before this re-raises
+            # the same ids, which receivers drop.
+            for pair, state in changed.items():
+                mem_open[pair] = state
+                open_pairs[_pair_key(pair)] = _encode_open(state)
 
     return on_state
