@@ -199,18 +199,34 @@ def build_app(settings: Settings) -> CollarApp:
             for animal, items in by_animal.items():
                 await fixes.send(key=animal.encode(), value=encode_batch(animal, items))
 
+    # The reducer runs in a thread of its own. Its work is CPU-bound and holds the GIL,
+    # so this buys no parallelism; what it buys is an event loop that stays free while a
+    # batch is reduced: the fetcher keeps filling the agents' buffers, `validate_fix`
+    # keeps re-keying and the producer keeps sending. Run on the loop, a 100 ms batch
+    # stalled all of that, and each stage then sat out its `within` for a trickle.
+    reducer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reducer")
+
     @app.agent(fixes, name="track_fix")
     async def track_fix(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             grouped: dict[bytes, list[Any]] = defaultdict(list)
             for ev in events:
                 grouped[ev.message.key].append(ev)
-            for key, evs in grouped.items():
-                await _track_animal(key, evs)
+            work = [
+                (states.get(key), [ev.message.value for ev in evs]) for key, evs in grouped.items()
+            ]
+            results = await loop.run_in_executor(reducer, _reduce, work, ctx)
+            for (key, evs), (state, steps, others) in zip(grouped.items(), results, strict=True):
+                await _emit(key, evs, state, steps, others)
 
-    async def _track_animal(key: bytes, evs: Sequence[Any]) -> None:
-        batch = concat_batches([decode_batch(ev.message.value)[1] for ev in evs])
-        state, out = advance(states.get(key), batch, ctx)
+    async def _emit(
+        key: bytes,
+        evs: Sequence[Any],
+        state: TrackState,
+        steps: bytes | None,
+        others: list[tuple[str, bytes]],
+    ) -> None:
         # Tables write to the partition of the event being processed; after a batch
         # `take_events` leaves none current, so borrow this animal's last event.
         token = _current_event.set(weakref.ref(evs[-1]))
@@ -218,16 +234,10 @@ def build_app(settings: Settings) -> CollarApp:
             on_state(key, state, evs[-1])
         finally:
             _current_event.reset(token)
-        # Steps go out as one message per animal per batch (a JSON array, like a collar
-        # upload): a send costs tens of µs, and at 20 k fixes/s one per step would be
-        # most of the budget. Alerts and home ranges are rare and go one by one.
-        steps = [e for e in out if e["type"] == "step"]
-        if steps:
-            await outputs["step"].send(key=key, value=orjson.dumps(steps))
-        for event in out:
-            if event["type"] != "step":
-                body = orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
-                await outputs[event["type"]].send(key=key, value=body)
+        if steps is not None:
+            await outputs["step"].send(key=key, value=steps)
+        for kind, body in others:
+            await outputs[kind].send(key=key, value=body)
         # Only now, with its outputs handed to the producer, may the state be written.
         states.put(key, state, evs[-1])
 
@@ -260,10 +270,32 @@ def build_app(settings: Settings) -> CollarApp:
     @app.on_before_shutdown.connect
     async def _stop_pool(app: faust.App, **kwargs: Any) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
+        reducer.shutdown(wait=False, cancel_futures=True)
 
     install_delivery(app, settings, names)
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app
+
+
+def _reduce(
+    work: list[tuple[TrackState, list[bytes]]], ctx: Context
+) -> list[tuple[TrackState, bytes | None, list[tuple[str, bytes]]]]:
+    """Advance each animal by its fix batches and encode what goes out (in the reducer
+    thread). Steps go out as one message per animal per batch (a JSON array, like a
+    collar upload): a send costs tens of µs, and at 20 k fixes/s one per step would be
+    most of the budget. Alerts and home ranges are rare and go one by one."""
+    out = []
+    for state, bodies in work:
+        batch = concat_batches([decode_batch(b)[1] for b in bodies])
+        state, events = advance(state, batch, ctx)
+        steps = [e for e in events if e["type"] == "step"]
+        others = [
+            (e["type"], orjson.dumps(e, option=orjson.OPT_SERIALIZE_NUMPY))
+            for e in events
+            if e["type"] != "step"
+        ]
+        out.append((state, orjson.dumps(steps) if steps else None, others))
+    return out
 
 
 def _received_ms(msg: Any) -> int:
