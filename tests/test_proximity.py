@@ -327,6 +327,9 @@ def _run_agent(
         async with app.agents["proximity"].test_context() as agent:
             for rec in positions:
                 await agent.put(orjson.dumps(rec), key=b"all")
+            # The agent writes its tables when offsets are committed, as Faust does next.
+            for hook in app.collarstream_before_commit:
+                await hook()
         names = ("latest_positions", "proximity_encounters")
         return sent, {n: dict(app.tables[n].items()) for n in names}
 

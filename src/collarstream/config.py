@@ -32,7 +32,7 @@ class Settings:
     # 1,500 ms; 10 ms gave a p99 of 73 ms at 1,000 fixes/s here).
     fetch_wait_ms: int = 10
     batch_max: int = 1000
-    batch_within_s: float = 0.05
+    batch_within_s: float = 0.01
     # Tansu makes a group's first join wait half the session timeout: keep it short.
     session_timeout_s: float = 6.0
     urban_fences: Path | None = None

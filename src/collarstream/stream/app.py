@@ -149,6 +149,8 @@ def build_app(settings: Settings) -> CollarApp:
     async def send_alert(key: bytes, alert: dict[str, Any]) -> None:
         await outputs["alert"].send(key=key, value=orjson.dumps(alert))
 
+    # Hooks run before every offset commit, in order (see _Consumer._commit_offsets).
+    app.collarstream_before_commit = []  # type: ignore[attr-defined]
     on_state = install_watchers(app, ctx, topic(names.positions), send_alert)
     animal_to_track = app.Table("animal_to_track", partitions=settings.partitions)
     # Faust derives serializers from key/value types (json for bytes); state_codec
@@ -161,7 +163,7 @@ def build_app(settings: Settings) -> CollarApp:
         await app.producer.flush()  # the outputs of the states written next are out
         states.flush()
 
-    app.collarstream_before_commit = [flush_states]  # type: ignore[attr-defined]
+    app.collarstream_before_commit.append(flush_states)  # type: ignore[attr-defined]
     app.collarstream_states = states  # type: ignore[attr-defined]
 
     @app.on_partitions_revoked.connect

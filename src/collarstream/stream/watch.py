@@ -26,12 +26,14 @@ two collared animals (a view across animals).
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import numpy as np
 import orjson
+from faust.streams import _current_event
 
 from collarstream.core import proximity
 from collarstream.core.encounters import encounter_alerts
@@ -201,8 +203,39 @@ def install_watchers(
             mem_open[a, b] = _decode_open(raw)
         loaded = True
 
+    # Table writes wait for the next offset commit (see stream.state_cache): every
+    # position moves a close pair's last detection, and a changelog record per pair per
+    # position was most of this agent's cost where animals gather. Only the latest
+    # value of each key is written, in the partition of the last position seen.
+    dirty_latest: dict[bytes, bytes] = {}
+    dirty_pairs: dict[Pair, proximity.OpenEncounter] = {}
+    write_ctx: list[Any] = [None]
+
+    def flush() -> None:
+        if write_ctx[0] is None or not (dirty_latest or dirty_pairs):
+            return
+        token = _current_event.set(weakref.ref(write_ctx[0]))
+        try:
+            for key, raw in dirty_latest.items():
+                latest[key] = raw
+            for pair, enc in dirty_pairs.items():
+                open_pairs[_pair_key(pair)] = _encode_open(enc)
+        finally:
+            _current_event.reset(token)
+        dirty_latest.clear()
+        dirty_pairs.clear()
+
+    async def flush_before_commit() -> None:
+        await app.producer.flush()  # the alerts of the encounters written next are out
+        flush()
+
+    if not hasattr(app, "collarstream_before_commit"):
+        app.collarstream_before_commit = []  # type: ignore[attr-defined]
+    app.collarstream_before_commit.append(flush_before_commit)  # type: ignore[attr-defined]
+
     async def forget(*_: Any, **__: Any) -> None:
         nonlocal loaded
+        flush()
         loaded = False  # another worker may own the positions next: reload from the tables
 
     app.on_partitions_revoked.connect(forget)
@@ -216,9 +249,10 @@ def install_watchers(
             rec = orjson.loads(value)
             others, dist = mem_latest.close_to(rec)
             was = mem_latest.get(rec["animal"])
+            write_ctx[0] = stream.current_event
             if was is None or was["t_ms"] <= rec["t_ms"]:  # not a redelivered older one
                 mem_latest.put(rec)
-                latest[rec["animal"].encode()] = value
+                dirty_latest[rec["animal"].encode()] = value
             if not others:
                 continue
             starts, changed = proximity.continue_encounters(
@@ -235,6 +269,6 @@ def install_watchers(
             # the same ids, which receivers drop.
             for pair, state in changed.items():
                 mem_open[pair] = state
-                open_pairs[_pair_key(pair)] = _encode_open(state)
+                dirty_pairs[pair] = state
 
     return on_state
