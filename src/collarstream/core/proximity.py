@@ -190,7 +190,7 @@ def encounters(
     swap = a > b
     lo, hi = np.where(swap, b, a), np.where(swap, a, b)
     t_lo, t_hi = np.where(swap, tb, ta), np.where(swap, ta, tb)
-    t = np.maximum(ta, tb)
+    t = detection_times(ta, tb)
     order = np.lexsort((t_hi, t_lo, t, hi, lo))
     lo, hi, t = lo[order], hi[order], t[order]
     n = t.size
