@@ -30,7 +30,7 @@ from collarstream.core.excursion import Cache, excursions, prune_cache, referenc
 from collarstream.core.geodesy import forward, inverse
 from collarstream.core.immobility import ImmobilityCarry, immobility
 from collarstream.core.proximity import close_pairs, close_to
-from collarstream.core.silence import silences, silent_collars
+from collarstream.core.silence import silences, silent_collars, usual_delay_ms
 from collarstream.core.steps import compute_steps
 from collarstream.fences import load_countries
 from collarstream.movebank import read_movebank_csv
@@ -435,6 +435,23 @@ def test_silence_starts_when_the_timer_would_fire_and_ends_at_the_next_fix() -> 
     assert s.start_ms.tolist() == [t[4] + 12 * H_MS] and s.end_ms.tolist() == [t[5]]
     open_ = silences(t, h4, now_ms=int(t[-1] + 13 * H_MS))
     assert open_.after.tolist() == [4, 6] and open_.end_ms[-1] == -1
+
+
+def test_live_timer_waits_for_a_collars_usual_delivery_delay() -> None:
+    """Twice-daily uploads deliver fixes up to 12 h old: by the wall clock the newest fix
+    in hand is often more than 3 intervals old just before an upload. The timer waits
+    the collar's usual delay on top, and the silence still starts where it started."""
+    h4 = 4 * 3600
+    t = T0 + np.arange(12, dtype=np.int64) * 4 * H_MS
+    received = (t // (12 * H_MS) + 1) * 12 * H_MS + 30 * 60_000  # 12-hourly uploads
+    delay = usual_delay_ms(t, received)
+    assert delay == 12 * H_MS + 30 * 60_000 - 0  # a fix taken just after an upload
+    before_upload = int(received[-1] + 11 * H_MS)  # 12 h of wall clock: no news, yet
+    silent, since = silent_collars(t[-1:], np.array([h4]), before_upload, delay_ms=delay)
+    assert not silent[0] and since[0] == t[-1] + 12 * H_MS
+    assert silent_collars(t[-1:], np.array([h4]), before_upload)[0][0]  # without: false alarm
+    late = int(t[-1] + 12 * H_MS + delay + 1)
+    assert silent_collars(t[-1:], np.array([h4]), late, delay_ms=delay)[0][0]
 
 
 def test_silence_suffix_with_prior_fix() -> None:

@@ -8,6 +8,7 @@ never half-way through a run.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -45,6 +46,17 @@ class Settings:
     subscriptions: Path | None = None
     # Bearer token for GET /metrics; unset leaves it open (scrapers inside the network).
     metrics_token: str | None = field(default=None, repr=False)
+    # What "now" is for the silent-collar timer: None is the wall clock. A replay at
+    # speed x (the demo) gives (data time t0, wall time w0 in ms, x): now = t0 + (wall -
+    # w0) * x, so collars replayed from months ago are not all "silent" at once.
+    data_clock: tuple[int, int, float] | None = None
+
+    def now_ms(self) -> int:
+        wall = time.time() * 1000.0
+        if self.data_clock is None:
+            return int(wall)
+        t0, w0, speed = self.data_clock
+        return int(t0 + (wall - w0) * speed)
 
     @property
     def heartbeat_s(self) -> float:
@@ -69,6 +81,19 @@ def _float(key: str, v: str) -> float:
     if not f > 0:
         raise ConfigError(f"{key}: expected a number > 0, got {v!r}")
     return f
+
+
+def _clock(key: str, v: str) -> tuple[int, int, float]:
+    parts = v.split(",")
+    try:
+        t0, w0, speed = int(parts[0]), int(parts[1]), float(parts[2])
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"{key}: expected <data time ms>,<wall time ms>,<speed>, got {v!r}"
+        ) from None
+    if len(parts) != 3 or not speed > 0:
+        raise ConfigError(f"{key}: expected <data time ms>,<wall time ms>,<speed > 0>, got {v!r}")
+    return t0, w0, speed
 
 
 def _bool(key: str, v: str) -> bool:
@@ -138,6 +163,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "log_level": ("COLLARSTREAM_LOG_LEVEL", _level),
     "subscriptions": ("COLLARSTREAM_SUBSCRIPTIONS", _file),
     "metrics_token": ("COLLARSTREAM_METRICS_TOKEN", _token),
+    "data_clock": ("COLLARSTREAM_DATA_CLOCK", _clock),
 }
 
 

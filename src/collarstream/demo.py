@@ -23,6 +23,9 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from collarstream.delivery.messages import render
+from collarstream.delivery.model import Precision
+from collarstream.delivery.precision import redact_event
 from collarstream.simulate import DEFAULT_START_MS, Upload, simulate
 from collarstream.stream.broker import connect
 from collarstream.stream.topics import TopicNames, ensure_topics
@@ -52,11 +55,17 @@ def run_demo(duration_s: float, speed: float, seed: int, partitions: int = 4,
         say(f"broker: {bootstrap} ({'embedded Tansu' if broker.owns_process else 'external'}); "
             f"topics {names.prefix}.*")
         ensure_topics(bootstrap, names, partitions=partitions)
+        # Simulated time starts now and runs `speed` times faster, for the feeder and for
+        # the worker's silent-collar timer alike.
+        wall0 = time.time()
+        clock = f"{DEFAULT_START_MS},{round(wall0 * 1000)},{speed}"
         worker = spawn_worker(bootstrap, names.prefix, Path(tmp),
-                              {"COLLARSTREAM_PARTITIONS": str(partitions)})
+                              {"COLLARSTREAM_PARTITIONS": str(partitions),
+                               "COLLARSTREAM_DATA_CLOCK": clock})
         stop = threading.Event()
         feeder = threading.Thread(
-            target=_feed, args=(bootstrap, names, simulate(seed=seed, days=30), speed, stop),
+            target=_feed,
+            args=(bootstrap, names, simulate(seed=seed, days=30), speed, stop, wall0),
             daemon=True,
         )
         counts: Counter[str] = Counter()
@@ -86,15 +95,15 @@ def _printer(out: Any) -> Any:
 
 
 def _feed(bootstrap: str, names: TopicNames, uploads: list[Upload], speed: float,
-          stop: threading.Event) -> None:
-    """Send each upload when its simulated time comes; some garbage along the way."""
+          stop: threading.Event, wall0: float) -> None:
+    """Send each upload when its simulated time comes (simulated DEFAULT_START_MS is wall
+    time wall0); some garbage along the way."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
-    t0 = time.monotonic()
     try:
         for n, up in enumerate(uploads):
-            due = t0 + (up.received_ms - DEFAULT_START_MS) / 1000.0 / speed
-            while not stop.is_set() and time.monotonic() < due:
-                time.sleep(min(0.05, due - time.monotonic()))
+            due = wall0 + (up.received_ms - DEFAULT_START_MS) / 1000.0 / speed
+            while not stop.is_set() and time.time() < due:
+                time.sleep(min(0.05, due - time.time()))
             if stop.is_set():
                 return
             fixes = [{**f, "received-timestamp": iso(up.received_ms)} for f in up.fixes]
@@ -138,28 +147,19 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> int:
     raise RuntimeError(f"topic {topic} has no partitions")
 
 
-def describe(doc: dict[str, Any], dead: bool = False) -> tuple[str, str]:
-    """One human line for an alert or a dead letter, and its kind for counting.
+# The terminal is not the place for the precise location of an endangered cat: 10 km.
+_TERMINAL = Precision(mode="grid", grid_km=10.0)
 
-    Positions are shown to 0.1 degree (~10 km): the terminal is not the place for the
-    precise location of an endangered cat.
-    """
+
+def describe(doc: dict[str, Any], dead: bool = False) -> tuple[str, str]:
+    """One human line for an alert or a dead letter, and its kind for counting: the
+    headline subscribers get (`delivery.messages`, English), positions on a 10 km grid."""
     if dead:
         return f"  DEAD-LETTER  {doc['reason']}", "dead-letter"
-    kind, animal = doc["kind"], doc["individual-local-identifier"]
+    kind = doc["kind"]
+    subject, _ = render(redact_event(doc, _TERMINAL), "en", _TERMINAL)
     if kind == "withdrawal":
-        return f"  WITHDRAWN    {animal}: alert {doc['withdraws'][:12]}… ({doc['reason']})", kind
-    d = doc["details"]
+        return f"  WITHDRAWN    {subject}", kind
     when = doc["fix-timestamp"][:16].replace("T", " ")
     age = doc["fix-age_s"] / 3600.0
-    where = f"near {doc['location-lat']:.1f}°N {doc['location-long']:.1f}°E"
-    if kind == "border-crossing":
-        how = "between fixes days apart" if d["path"] == "gap" else "crossed"
-        text = (f"{animal} {how} {d['from']['name']} → {d['to']['name']} {where}")
-    else:
-        if d["transition"] == "enter":
-            text = f"{animal} entered zone '{d['zone']}' of {d['fence-id']} {where}"
-        else:
-            text = f"{animal} left all zones of {d['fence-id']} (all clear) {where}"
-    sev = doc["severity"].upper()
-    return f"[{when}Z] {sev:<8} {kind:<15} {text}  (fix {age:.1f} h old on arrival)", kind
+    return f"[{when}Z] {kind:<20} {subject}  (fix {age:.1f} h old on arrival)", kind

@@ -23,21 +23,41 @@ BoolArray = npt.NDArray[np.bool_]
 PERIODS = 3.0
 
 
+# The newest fixes whose delivery delay sets how long the live timer waits: two days of
+# 4-hourly fixes span several uploads.
+DELAY_FIXES = 12
+
+
 def _limit_ms(interval_s: FloatArray | float, periods: float) -> npt.NDArray[np.int64]:
     return np.round(np.asarray(interval_s, np.float64) * periods * 1000.0).astype(np.int64)
 
 
 def silent_collars(
-    last_fix_ms: IntArray, interval_s: FloatArray, now_ms: int, periods: float = PERIODS
+    last_fix_ms: IntArray,
+    interval_s: FloatArray,
+    now_ms: int,
+    periods: float = PERIODS,
+    delay_ms: IntArray | int = 0,
 ) -> tuple[BoolArray, IntArray]:
     """Per animal: silent now, and since when (last fix + periods x interval).
 
     ``since_ms`` is given for every animal (the moment it will become or became silent);
-    the mask says which are silent at `now_ms`. NaN-free int inputs; interval per animal.
+    the mask says which are known silent at `now_ms`. A collar's fixes reach us
+    `delay_ms` after they are taken (collars upload in batches: one that uploads twice a
+    day delivers fixes up to 12 h old), so a wall clock may only call it silent that much
+    later, or every collar would be "silent" before each upload. NaN-free int inputs;
+    interval and delay per animal.
     """
     last = np.asarray(last_fix_ms, np.int64)
     since = last + _limit_ms(interval_s, periods)
-    return now_ms > since, since
+    return now_ms > since + np.maximum(np.asarray(delay_ms, np.int64), 0), since
+
+
+def usual_delay_ms(t_ms: IntArray, received_ms: IntArray, recent: int = DELAY_FIXES) -> int:
+    """How late a collar's fixes usually arrive: the longest delay among its `recent`
+    newest fixes (time-sorted input), 0 without fixes."""
+    t, r = np.asarray(t_ms, np.int64)[-recent:], np.asarray(received_ms, np.int64)[-recent:]
+    return int(max(0, (r - t).max())) if t.size else 0
 
 
 @dataclass(frozen=True)

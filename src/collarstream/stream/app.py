@@ -151,7 +151,17 @@ def build_app(settings: Settings) -> CollarApp:
 
     # Hooks run before every offset commit, in order (see _Consumer._commit_offsets).
     app.collarstream_before_commit = []  # type: ignore[attr-defined]
-    on_state = install_watchers(app, ctx, topic(names.positions), send_alert)
+    # A replayed clock (the demo) runs `speed` times faster: tick as often in its time.
+    speed = settings.data_clock[2] if settings.data_clock else 1.0
+    on_state = install_watchers(
+        app,
+        ctx,
+        topic(names.positions),
+        send_alert,
+        interval_s=max(0.5, min(60.0, 3600.0 / speed)),
+        now_ms=settings.now_ms,
+        replayed_clock=settings.data_clock is not None,
+    )
     animal_to_track = app.Table("animal_to_track", partitions=settings.partitions)
     # Faust derives serializers from key/value types (json for bytes); state_codec
     # already makes bytes. Set before the store and changelog topic are created (lazily).

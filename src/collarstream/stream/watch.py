@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 from faust.streams import _current_event
 
-from collarstream.core import proximity
+from collarstream.core import proximity, silence
 from collarstream.core.encounters import encounter_alerts
 from collarstream.core.track import Context, TrackState, silent_collar_alert
 
@@ -59,6 +59,7 @@ def last_fix_record(state: TrackState, ctx: Context) -> dict[str, Any] | None:
         "lat": float(state.lat[i]),
         "received_ms": int(state.received_ms[i]),
         "interval_s": ctx.profile_for(state.animal).fix_interval_s,
+        "delay_ms": silence.usual_delay_ms(state.t_ms[good], state.received_ms[good]),
     }
 
 
@@ -127,9 +128,15 @@ def install_watchers(
     send_alert: Send,
     interval_s: float = 60.0,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    replayed_clock: bool = False,
 ) -> Callable[[bytes, TrackState, Any], None]:
     """Add the silence timer and the proximity agent to `app`. Returns the hook the
-    tracking agent calls after each advance (key, new state, table write context)."""
+    tracking agent calls after each advance (key, new state, table write context).
+
+    `replayed_clock`: `now_ms` runs faster than the wall clock (the demo replays days in
+    minutes), so a second of worker lag is hours of it; the timer then judges silence
+    no later than the newest arrival it has seen from any collar, not by a clock the
+    worker may lag behind."""
     last_fix = app.Table("animal_to_last_fix", partitions=positions_topic.partitions)
     last_fix.key_serializer = "raw"
     last_fix.value_serializer = "raw"
@@ -161,12 +168,20 @@ def install_watchers(
     @app.timer(interval_s, name="silent_collars")
     async def silent_collars() -> None:
         now = now_ms()
-        for key, raw in list(last_fix.items()):
-            rec = orjson.loads(raw)
+        records = [(key, orjson.loads(raw)) for key, raw in list(last_fix.items())]
+        if replayed_clock and records:
+            now = min(now, max(rec["received_ms"] for _, rec in records))
+        for key, rec in records:
             if rec.get("interval_s") is None or (key, rec["t_ms"]) in raised:
                 continue
-            limit_ms = round(rec["interval_s"] * periods * 1000)
-            if now - rec["t_ms"] <= limit_ms:
+            silent, _ = silence.silent_collars(
+                np.array([rec["t_ms"]]),
+                np.array([rec["interval_s"]]),
+                now,
+                periods,
+                np.array([rec.get("delay_ms", 0)]),
+            )
+            if not silent[0]:
                 continue
             alert = silent_collar_alert(
                 rec["animal"],
