@@ -174,7 +174,6 @@ def build_app(settings: Settings) -> CollarApp:
         states.flush()
 
     app.collarstream_before_commit.append(flush_states)  # type: ignore[attr-defined]
-    app.collarstream_states = states  # type: ignore[attr-defined]
 
     @app.on_partitions_revoked.connect
     async def _states_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
