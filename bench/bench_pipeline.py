@@ -18,10 +18,13 @@ Broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded Tansu (stopped at t
    several fixes at a time; each fix counts from its upload's send). The producer
    remembers when it sent each (animal, fix timestamp); a group-less consumer on
    ``<prefix>.alerts`` matches alerts by ``individual-local-identifier`` and
-   ``fix-timestamp``. Latency = alert received - fix sent.
+   ``fix-timestamp``. Latency = alert received - fix sent. Also reported: the alert's
+   broker timestamp (CreateTime, stamped by the worker's producer) - fix sent, in wall
+   clock, which tells the worker's delay from the measuring client's.
 
 The worker, the broker and every client are stopped on the way out, also on Ctrl-C,
-SIGTERM and errors. Only ``time.perf_counter`` is used for measuring.
+SIGTERM and errors. Durations are measured with ``time.perf_counter``; only the
+producer-stamp comparison uses the wall clock (the broker's timestamps are wall time).
 """
 
 from __future__ import annotations
