@@ -171,18 +171,23 @@ def install_watchers(
         records = [(key, orjson.loads(raw)) for key, raw in list(last_fix.items())]
         if replayed_clock and records:
             now = min(now, max(rec["received_ms"] for _, rec in records))
-        for key, rec in records:
-            if rec.get("interval_s") is None or (key, rec["t_ms"]) in raised:
-                continue
-            silent, _ = silence.silent_collars(
-                np.array([rec["t_ms"]]),
-                np.array([rec["interval_s"]]),
-                now,
-                periods,
-                np.array([rec.get("delay_ms", 0)]),
-            )
-            if not silent[0]:
-                continue
+        # Collars on a schedule, not raised yet; judged all at once.
+        records = [
+            (key, rec)
+            for key, rec in records
+            if rec.get("interval_s") is not None and (key, rec["t_ms"]) not in raised
+        ]
+        if not records:
+            return
+        silent, _ = silence.silent_collars(
+            np.array([rec["t_ms"] for _, rec in records], dtype=np.int64),
+            np.array([rec["interval_s"] for _, rec in records], dtype=np.float64),
+            now,
+            periods,
+            np.array([rec.get("delay_ms", 0) for _, rec in records], dtype=np.int64),
+        )
+        for k in np.flatnonzero(silent).tolist():
+            key, rec = records[k]
             alert = silent_collar_alert(
                 rec["animal"],
                 rec["tag"],
@@ -204,8 +209,10 @@ def install_watchers(
     @app.timer(0.05, name="publish_positions")
     async def publish_positions() -> None:
         while pending:
-            rec = pending.pop(0)
-            await positions_topic.send(key=ALL, value=orjson.dumps(rec))
+            batch = pending[:]
+            del pending[: len(batch)]
+            for rec in batch:
+                await positions_topic.send(key=ALL, value=orjson.dumps(rec))
 
     def load() -> None:
         nonlocal loaded, mem_latest
