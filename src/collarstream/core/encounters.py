@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from collarstream.core.proximity import ENCOUNTER_GAP_S, WITHIN_M
-from collarstream.core.track import event_id
+from collarstream.core.track import alert_event, event_id
 from collarstream.timefmt import iso
 
 Event = dict[str, Any]
@@ -49,28 +49,24 @@ def encounter_alerts(
 def _start_alert(
     me: Mapping[str, Any], other: Mapping[str, Any], dist_m: float, within_m: float, gap_s: float
 ) -> Event:
-    t, rec = int(me["t_ms"]), int(me["received_ms"])
-    return {
-        "type": "alert",
-        "id": event_id(
-            "alr", me["animal"], "proximity", other["animal"], "start", t, int(other["t_ms"])
-        ),
-        "kind": "proximity",
-        "severity": "info",
-        "individual-local-identifier": me["animal"],
-        "tag-local-identifier": me["tag"],
-        "fix-timestamp": iso(t),
-        "received-timestamp": iso(rec),
-        "fix-age_s": round((rec - t) / 1000.0, 3),
-        "location-long": round(float(me["lon"]), 7),
-        "location-lat": round(float(me["lat"]), 7),
-        "details": {
+    t, other_t = int(me["t_ms"]), int(other["t_ms"])
+    return alert_event(
+        me["animal"],
+        me["tag"],
+        "proximity",
+        "info",
+        event_id("alr", me["animal"], "proximity", other["animal"], "start", t, other_t),
+        t,
+        int(me["received_ms"]),
+        me["lon"],
+        me["lat"],
+        {
             "transition": "start",
             "other": other["animal"],
-            "other-fix-timestamp": iso(int(other["t_ms"])),
+            "other-fix-timestamp": iso(other_t),
             "distance_m": round(float(dist_m), 1),
             "within_m": float(within_m),
-            "dt_s": abs(t - int(other["t_ms"])) / 1000.0,
+            "dt_s": abs(t - other_t) / 1000.0,
             "encounter-gap_s": float(gap_s),
         },
-    }
+    )

@@ -506,6 +506,40 @@ def _step_events(s: TrackState, st: Any) -> list[Event]:
     ]
 
 
+def alert_event(
+    animal: str,
+    tag: str,
+    kind: str,
+    severity: str,
+    eid: str,
+    fix_ms: int,
+    received_ms: int,
+    lon: float,
+    lat: float,
+    details: Event,
+    anchor: int | None = None,
+) -> Event:
+    """The alert contract's common fields around `details` (schemas/alert.schema.json);
+    every alert kind is built here. `anchor`: the reducer's bookkeeping (see `_diff`)."""
+    event: Event = {
+        "type": "alert",
+        "id": eid,
+        "kind": kind,
+        "severity": severity,
+        "individual-local-identifier": animal,
+        "tag-local-identifier": tag,
+        "fix-timestamp": iso(fix_ms),
+        "received-timestamp": iso(received_ms),
+        "fix-age_s": round((received_ms - fix_ms) / 1000.0, 3),
+        "location-long": round(float(lon), 7),
+        "location-lat": round(float(lat), 7),
+        "details": details,
+    }
+    if anchor is not None:
+        event["_anchor"] = anchor
+    return event
+
+
 def _alert(
     s: TrackState,
     i: int,
@@ -518,21 +552,7 @@ def _alert(
     details: Event,
 ) -> Event:
     t, rec = int(s.t_ms[i]), int(s.received_ms[i])
-    return {
-        "type": "alert",
-        "_anchor": anchor,
-        "id": eid,
-        "kind": kind,
-        "severity": severity,
-        "individual-local-identifier": s.animal,
-        "tag-local-identifier": s.tag,
-        "fix-timestamp": iso(t),
-        "received-timestamp": iso(rec),
-        "fix-age_s": round((rec - t) / 1000.0, 3),
-        "location-long": round(lon, 7),
-        "location-lat": round(lat, 7),
-        "details": details,
-    }
+    return alert_event(s.animal, s.tag, kind, severity, eid, t, rec, lon, lat, details, anchor)
 
 
 def _country(layer: CountryLayer, k: int) -> dict[str, str]:
@@ -844,27 +864,25 @@ def silent_collar_alert(
     content); "end" at the first fix after it. Pure, so both places build the same."""
     limit_s = round(interval_s * periods, 3)
     start = transition == "start"
-    return {
-        "type": "alert",
-        "_anchor": last_fix_ms,
-        "id": event_id("alr", animal, "silent-collar", transition, last_fix_ms),
-        "kind": "silent-collar",
-        "severity": "warning" if start else "info",
-        "individual-local-identifier": animal,
-        "tag-local-identifier": tag,
-        "fix-timestamp": iso(fix_ms),
-        "received-timestamp": iso(received_ms),
-        "fix-age_s": round((received_ms - fix_ms) / 1000.0, 3),
-        "location-long": round(lon, 7),
-        "location-lat": round(lat, 7),
-        "details": {
+    return alert_event(
+        animal,
+        tag,
+        "silent-collar",
+        "warning" if start else "info",
+        event_id("alr", animal, "silent-collar", transition, last_fix_ms),
+        fix_ms,
+        received_ms,
+        lon,
+        lat,
+        {
             "transition": transition,
             "last-fix-timestamp": iso(last_fix_ms),
             "expected-interval_s": float(interval_s),
             "periods": float(periods),
             "silent_s": limit_s if start else round((fix_ms - last_fix_ms) / 1000.0, 3),
         },
-    }
+        anchor=last_fix_ms,
+    )
 
 
 def _zone_events(
