@@ -323,8 +323,12 @@ def _content_order(
 def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
     """Rows of the batch not already in the track (nor earlier in the batch)."""
     # Only rows at the batch's instants can be repeats; the track is sorted by time.
-    lo = int(np.searchsorted(state.t_ms, b.t_ms.min())) if b.t_ms.size else state.t_ms.size
+    n = b.t_ms.size
+    lo = int(np.searchsorted(state.t_ms, b.t_ms.min())) if n else state.t_ms.size
+    # (The live case, every fix later than the track: lo is the end and isin is skipped.)
     old = lo + np.flatnonzero(np.isin(state.t_ms[lo:], b.t_ms))
+    if old.size == 0 and (n < 2 or np.unique(b.t_ms).size == n):
+        return np.arange(n, dtype=np.int64)  # no instant seen twice: every row is new
     seen = set(row_keys(state, old))
     fresh = []
     for i, key in enumerate(row_keys(b, np.arange(b.t_ms.size))):

@@ -99,6 +99,17 @@ class CollarApp(faust.App):
         return _Transport(self.conf.broker_consumer, self, loop=self.loop)
 
 
+class CollarWorker(faust.Worker):
+    """faust.Worker without the start-up spinner. The spinner hangs a handler on the root
+    logger and lowers it to DEBUG so that it spins on every record; every debug call in
+    aiokafka's send and fetch paths then builds a LogRecord (measured: ~5 % of the GIL
+    under load). A service has no terminal to spin on."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
 def build_app(settings: Settings) -> CollarApp:
     if not settings.bootstrap_servers:
         raise ValueError("KAFKA_BOOTSTRAP_SERVERS: the worker needs a broker address")

@@ -15,9 +15,7 @@ from collarstream.stream.topics import TopicNames, ensure_topics
 
 
 def run_worker(settings: Settings) -> None:
-    from faust.worker import Worker
-
-    from collarstream.stream.app import build_app
+    from collarstream.stream.app import CollarWorker, build_app
 
     if not settings.bootstrap_servers:
         raise SystemExit("KAFKA_BOOTSTRAP_SERVERS: the worker needs a broker address")
@@ -30,7 +28,7 @@ def run_worker(settings: Settings) -> None:
     )
     app = build_app(settings)
     logging.getLogger("faust").setLevel(settings.log_level.upper())
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = CollarWorker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 
