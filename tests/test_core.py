@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import shapely
 from geographiclib.geodesic import Geodesic
@@ -27,10 +28,17 @@ from collarstream.core.track import (
     TrackConfig,
     TrackState,
     advance,
+    advance_many,
     silent_collar_alert,
 )
 from collarstream.core.zones import UrbanFence, Zone, latch_levels
-from collarstream.fences import default_urban_path, load_countries, load_fence_file
+from collarstream.fences import (
+    border_lines,
+    default_urban_path,
+    load_countries,
+    load_fence_file,
+    load_protected_areas,
+)
 from collarstream.timefmt import iso, parse_ms
 
 GEOD = Geodesic.WGS84
@@ -608,6 +616,54 @@ def test_reducer_is_independent_of_arrival_order(
         np.testing.assert_array_equal(getattr(state, name)[good], getattr(whole_state, name)[good],
                                       name)
     np.testing.assert_allclose(state.arrival_deg[good], whole_state.arrival_deg[good], atol=1e-9)
+
+
+# Every detector on: border approach (KAZ/KGZ lines), protected areas (Ile-Alatau lies
+# beside Almaty, inside messy_tracks' box), excursions, immobility, silences.
+FULL_CTX = Context(COUNTRIES, ALMATY, PROFILE, config=ORDER_CTX.config,
+                   borders=border_lines(COUNTRIES), areas=load_protected_areas())
+
+
+@given(tracks=st.lists(messy_tracks(), min_size=2, max_size=4), data=st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_advancing_animals_together_equals_one_by_one(
+    tracks: list[list[tuple[float, ...]]], data: st.DataObject
+) -> None:
+    """advance_many finds the context's facts for all animals in one pass: each animal's
+    states and events must be exactly those of advancing it alone, batch by batch
+    (including batches that bring nothing new and animals with nothing in a round)."""
+    names = [f"leo-{k}" for k in range(len(tracks))]
+    rounds = data.draw(st.integers(1, 4))
+    plan = []  # per round, per animal: its fixes in that round (maybe none, maybe repeats)
+    for track in tracks:
+        arrival = data.draw(st.permutations(track)) + data.draw(
+            st.lists(st.sampled_from(track), max_size=3))
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), min_size=rounds - 1,
+                                         max_size=rounds - 1)))
+        bounds = [0, *cuts, len(arrival)]
+        plan.append([arrival[a:b] for a, b in itertools.pairwise(bounds)])
+    alone = {n: TrackState.new(n, len(ALMATY)) for n in names}
+    together = dict(alone)
+    for r in range(rounds):
+        items = [(n, _batch(plan[k][r])) for k, n in enumerate(names) if plan[k][r]]
+        results = advance_many([(together[n], b) for n, b in items], FULL_CTX)
+        for (n, batch), (state, events) in zip(items, results, strict=True):
+            alone[n], expected = advance(alone[n], batch, FULL_CTX)
+            # (home-range-due items hold arrays: compared through their JSON)
+            assert _json(events) == _json(expected)
+            together[n] = state
+            for kind in {e["kind"] for e in events if e["type"] == "alert"}:
+                event(f"emitted {kind}")
+    for n in names:
+        a, t = alone[n], together[n]
+        assert a.emitted == t.emitted
+        for name in ("t_ms", "flags", "zone", "burst_ms", "det"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(t, name), name)
+        np.testing.assert_array_equal(a.arrival_deg, t.arrival_deg)
+
+
+def _json(events: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps(events, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def test_emitted_anchors_are_independent_of_arrival_order() -> None:

@@ -236,6 +236,7 @@ def approach(
     cone_deg: float = CONE_DEG,
     step_m: FloatArray | None = None,
     min_step_m: float = MIN_STEP_M,
+    distance: BorderDistance | None = None,
 ) -> Approach:
     """Border-approach episodes over time-sorted good fixes of one animal.
 
@@ -248,6 +249,9 @@ def approach(
     crossing fix never starts an episode). Heading away while still near does not end an
     episode: the animal is still at the border.
 
+    `distance`: the fixes' border_distance searched within within_m + hysteresis_m, when
+    the caller has it already (see core.fixfacts); computed here otherwise.
+
     Contract: with ``carry = ApproachCarry(active[r-1], country[r-1])`` the result over
     fixes [r:] equals rows [r:] of the whole-track result. ``carry=None`` means no prior
     fix: not active, no crossing at the first fix.
@@ -256,7 +260,11 @@ def approach(
     if step_m is not None:
         heading_deg = np.where(np.asarray(step_m) >= min_step_m, heading_deg, np.nan)
     country = np.asarray(country, np.int64)
-    dist = border_distance(lines, lon, lat, country, within_m + hysteresis_m)
+    dist = (
+        border_distance(lines, lon, lat, country, within_m + hysteresis_m)
+        if distance is None
+        else distance
+    )
     off = np.abs(wrap180(heading_deg - dist.azimuth_deg))
     toward = (off <= cone_deg) & (dist.dist_m <= within_m)  # NaN compares False
     prev_country = (

@@ -101,19 +101,26 @@ class ProtectedAreas:
         return tuple(f.id for f in self.fences)
 
     def membership(
-        self, lon: FloatArray, lat: FloatArray, carry: tuple[bool, ...] | None = None
+        self,
+        lon: FloatArray,
+        lat: FloatArray,
+        carry: tuple[bool, ...] | None = None,
+        masks: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]] | None = None,
     ) -> AreaMembership:
         """Membership of every area after each time-sorted good fix of one animal.
 
         Contract: with ``carry = tuple(inside[r - 1])`` the result over fixes [r:] equals
         rows [r:] of the whole-track result (transitions shifted by r). ``carry=None``:
-        no prior fix (see ``membership``).
+        no prior fix (see ``membership``). ``masks``: the fixes' `inside_masks`, a column
+        per area (enter, stay), when the caller has them already (core.fixfacts).
         """
         n, k = np.size(lon), len(self.fences)
         inside = np.zeros((n, k), dtype=bool)
         rows: list[list[IntArray]] = [[], [], [], []]
         for a, fence in enumerate(self.fences):
-            enter, stay = inside_masks(fence, lon, lat)
+            enter, stay = (
+                inside_masks(fence, lon, lat) if masks is None else (masks[0][:, a], masks[1][:, a])
+            )
             col, exits, enters = membership(enter, stay, None if carry is None else carry[a])
             inside[:, a] = col
             rows[0].append(exits)

@@ -115,13 +115,13 @@ class CountryLayer:
         """Every border crossing along each step's geodesic, in order along the step."""
         n = np.asarray(lon0).size
         if n == 0:
-            return _no_crossings()
+            return no_crossings()
         dlon, dlat, offsets = densify(lon0, lat0, lon1, lat1, DENSIFY_M)
         step_of_vertex = np.repeat(np.arange(n), np.diff(offsets))
         lines = shapely.linestrings(np.column_stack([dlon, dlat]), indices=step_of_vertex)
         line_i, edge_i = self.edge_tree.query(lines, predicate="intersects")
         if line_i.size == 0:
-            return _no_crossings()
+            return no_crossings()
         hits = shapely.intersection(lines[line_i], self.edges[edge_i])
         coords, which = shapely.get_coordinates(hits, return_index=True)
         step = line_i[which]
@@ -187,7 +187,7 @@ def _collapse(
         for (c_from, _), (c_to, j) in itertools.pairwise(stack):
             rows.append((int(step[j]), float(frac[j]), *map(float, coords[j]), c_from, c_to))
     if not rows:
-        return _no_crossings()
+        return no_crossings()
     st = np.array([r[0] for r in rows], dtype=np.int64)
     _, first, counts = np.unique(st, return_index=True, return_counts=True)
     return Crossings(
@@ -257,6 +257,6 @@ def chunk_runs(run_of: IntArray, segments: int) -> tuple[IntArray, IntArray, Int
     return vertex, np.repeat(np.arange(length.size), length), run_of_piece
 
 
-def _no_crossings() -> Crossings:
+def no_crossings() -> Crossings:
     i, f = np.empty(0, dtype=np.int64), np.empty(0)
     return Crossings(i, i, i, f, f, f, i, i)

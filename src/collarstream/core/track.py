@@ -13,7 +13,7 @@ difference against what was already emitted goes out as new events, corrections
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,13 +23,13 @@ import orjson
 
 from collarstream.core import approach as approach_mod
 from collarstream.core import excursion as excursion_mod
+from collarstream.core import fixfacts, quality
 from collarstream.core import immobility as immobility_mod
-from collarstream.core import quality
 from collarstream.core import silence as silence_mod
 from collarstream.core.areas import ProtectedAreas
-from collarstream.core.countries import CountryLayer
+from collarstream.core.countries import CountryLayer, Crossings
 from collarstream.core.steps import compute_steps, max_gap_seconds
-from collarstream.core.zones import UrbanFence
+from collarstream.core.zones import UrbanFence, latch_levels
 from collarstream.timefmt import iso, iso_many
 
 FloatArray = npt.NDArray[np.float64]
@@ -190,9 +190,40 @@ class TrackState:
 
 def advance(state: TrackState, batch: FixBatch, ctx: Context) -> tuple[TrackState, list[Event]]:
     """Fold a batch of fixes into the track; return the new state and the events."""
+    return advance_many([(state, batch)], ctx)[0]
+
+
+def advance_many(
+    items: Sequence[tuple[TrackState, FixBatch]], ctx: Context
+) -> list[tuple[TrackState, list[Event]]]:
+    """`advance` for many animals (one item each), with the same results: what the
+    context says about each recomputed fix and step (country, border, zones, areas,
+    crossings; `core.fixfacts`) is found in one vectorized pass over all of them, not
+    in one small call per animal per kind."""
+    plans = [_plan(state, batch, ctx) for state, batch in items]
+    facts = _facts([p for p in plans if p is not None], ctx)
+    out = []
+    for (state, _), plan in zip(items, plans, strict=True):
+        if plan is None:
+            out.append((state, []))
+            continue
+        merged, r, gi, profile = plan
+        merged, events = _recompute(merged, r, gi, ctx, profile, next(facts))
+        events += _home_ranges(merged, int(merged.t_ms[r]), ctx.config)
+        merged, events = _diff(merged, events, anchor_from=int(merged.t_ms[r]))
+        out.append((_evict(merged, ctx.config), events))
+    return out
+
+
+_Plan = tuple[TrackState, int, IntArray, quality.Profile]
+
+
+def _plan(state: TrackState, batch: FixBatch, ctx: Context) -> _Plan | None:
+    """Merge and flag; the fix to recompute from and the good fixes from there on.
+    None: nothing new."""
     merged, first_new = _merge(state, batch)
     if first_new is None:
-        return state, []
+        return None
     profile = ctx.profile_for(state.animal)
     flags = _flags(merged, first_new, profile)
     # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
@@ -204,10 +235,49 @@ def advance(state: TrackState, batch: FixBatch, ctx: Context) -> tuple[TrackStat
     k = int(np.searchsorted(good_idx, start)) - CONTEXT_FIXES
     r = int(good_idx[max(k, 0)]) if good_idx.size else start
     r = min(r, start)
-    merged, events = _recompute(merged, r, ctx, profile)
-    events += _home_ranges(merged, int(merged.t_ms[r]), ctx.config)
-    merged, events = _diff(merged, events, anchor_from=int(merged.t_ms[r]))
-    return _evict(merged, ctx.config), events
+    return merged, r, good_idx[np.searchsorted(good_idx, r) :], profile
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """One animal's share of a facts pass: rows aligned with its recomputed good fixes
+    `gi`, crossings of the pairs (gi[p], gi[p + 1]) numbered by p."""
+
+    points: fixfacts.PointFacts
+    pairs: Crossings
+
+
+def _facts(plans: Sequence[_Plan], ctx: Context) -> Iterator[_Facts]:
+    """The facts of every plan's recomputed good fixes and consecutive pairs, computed
+    together, then handed out plan by plan in order."""
+    gis = [gi for _, _, gi, _ in plans]
+    pts = np.cumsum([0] + [gi.size for gi in gis])
+    prs = np.cumsum([0] + [max(gi.size - 1, 0) for gi in gis])
+    lon = np.concatenate([s.lon[gi] for s, _, gi, _ in plans]) if plans else np.empty(0)
+    lat = np.concatenate([s.lat[gi] for s, _, gi, _ in plans]) if plans else np.empty(0)
+    d = ctx.detectors
+    points = fixfacts.point_facts(
+        lon,
+        lat,
+        ctx.countries,
+        ctx.borders,
+        d.approach_within_m + d.approach_hysteresis_m,
+        ctx.urban,
+        ctx.areas,
+    )
+    # Pairs within each plan only: drop the first point of each plan as a pair end and
+    # the last as a pair start.
+    some = np.diff(pts) > 0
+    starts = np.ones(lon.size, bool)
+    starts[pts[1:][some] - 1] = False
+    ends = np.ones(lon.size, bool)
+    ends[pts[:-1][some]] = False
+    pairs = fixfacts.step_crossings(ctx.countries, lon[starts], lat[starts], lon[ends], lat[ends])
+    for k in range(len(plans)):
+        yield _Facts(
+            points.rows(int(pts[k]), int(pts[k + 1])),
+            fixfacts.crossing_rows(pairs, int(prs[k]), int(prs[k + 1])),
+        )
 
 
 def _flags(s: TrackState, first_new: int, profile: quality.Profile) -> npt.NDArray[np.uint16]:
@@ -348,12 +418,12 @@ def row_keys(a: TrackState | FixBatch, idx: IntArray) -> list[tuple[Any, ...]]:
 
 
 def _recompute(
-    s: TrackState, r: int, ctx: Context, profile: quality.Profile
+    s: TrackState, r: int, gi: IntArray, ctx: Context, profile: quality.Profile, facts: _Facts
 ) -> tuple[TrackState, list[Event]]:
-    """Steps, crossings and zone episodes of the track from fix r on."""
-    good = s.flags == 0
-    good[:r] = False
-    gi = np.flatnonzero(good)
+    """Steps, crossings and zone episodes of the track from fix r on (`gi`: the good
+    fixes from r on; `facts`: theirs)."""
+    good = np.zeros(s.flags.size, bool)
+    good[gi] = True
     zone, burst, arrival = s.zone.copy(), s.burst_ms.copy(), s.arrival_deg.copy()
     if gi.size == 0:
         return replace(s, zone=zone), []
@@ -382,15 +452,16 @@ def _recompute(
     lone = lone[lone != first] if continues else lone  # `first` keeps the burst it continues
     burst[lone] = s.t_ms[lone]
     events = _step_events(s, steps)
-    events += _crossing_events(s, steps, gi, ctx.countries)
+    events += _crossing_events(s, steps, gi, ctx.countries, facts)
+    pf = facts.points
     for f, fence in enumerate(ctx.urban):
         carry = int(s.zone[prior[-1], f]) if prior.size else 0
-        levels = fence.levels(s.lon[gi], s.lat[gi], carry)
+        levels = latch_levels(pf.zone_enter[:, f], pf.zone_stay[:, f], carry, len(fence.zones))
         zone[gi, f] = levels
         prev_t = int(s.t_ms[prior[-1]]) if prior.size else None
         events += _zone_events(s, fence, gi, levels, carry, prev_t)
     det = s.dets(len(ctx.areas) if ctx.areas else 0).copy()
-    events += _episode_events(s, gi, prior, steps, ctx, det)
+    events += _episode_events(s, gi, prior, steps, ctx, det, pf)
     if profile.fix_interval_s is not None:
         events += _silence_events(s, gi, prior, profile.fix_interval_s, ctx.detectors)
     return replace(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
@@ -564,14 +635,20 @@ def _country(layer: CountryLayer, k: int) -> dict[str, str]:
 
 
 def _crossing_events(
-    s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer | None
+    s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer | None, facts: _Facts
 ) -> list[Event]:
     if layer is None or gi.size < 2:
         return []
     out: list[Event] = []
-    x = layer.crossings(s.lon[steps.i0], s.lat[steps.i0], s.lon[steps.i1], s.lat[steps.i1])
-    for c in range(len(x)):
-        j = int(x.step[c])
+    # A step joins consecutive good fixes: pair p = (gi[p], gi[p + 1]) is step j or none.
+    p = np.searchsorted(gi, steps.i0)
+    if not np.array_equal(gi[p + 1], steps.i1):
+        raise AssertionError("a step that does not join consecutive good fixes")
+    step_of_pair = np.full(max(gi.size - 1, 0), -1, np.int64)
+    step_of_pair[p] = np.arange(p.size)
+    x = facts.pairs
+    for c in np.flatnonzero(step_of_pair[x.step] >= 0).tolist():
+        j = int(step_of_pair[x.step[c]])
         i0, i1 = int(steps.i0[j]), int(steps.i1[j])
         t0, t1 = int(s.t_ms[i0]), int(s.t_ms[i1])
         t_cross = t0 + round(float(x.frac[c]) * (t1 - t0))
@@ -599,19 +676,22 @@ def _crossing_events(
                 },
             )
         )
-    out += _gap_crossings(s, steps, gi, layer)
+    out += _gap_crossings(s, steps, gi, layer, facts.points.country)
     return out
 
 
-def _gap_crossings(s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer) -> list[Event]:
+def _gap_crossings(
+    s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer, country: IntArray
+) -> list[Event]:
     """Consecutive good fixes too far apart in time for a step: the route is unknown,
     but a change of country between them is still a crossing (an animal whose collar
-    was silent for days and reappears across the border must still be reported)."""
+    was silent for days and reappears across the border must still be reported).
+    `country`: of each fix of `gi`."""
     is_step = np.isin(gi[:-1], steps.i0)
     i0, i1 = gi[:-1][~is_step], gi[1:][~is_step]
     if i0.size == 0:
         return []
-    c0, c1 = layer.locate(s.lon[i0], s.lat[i0]), layer.locate(s.lon[i1], s.lat[i1])
+    c0, c1 = country[:-1][~is_step], country[1:][~is_step]
     out = []
     for a, b, p, q in zip(c0, c1, i0, i1, strict=True):
         if a == -1 or b == -1 or a == b:
@@ -644,7 +724,13 @@ def _gap_crossings(s: TrackState, steps: Any, gi: IntArray, layer: CountryLayer)
 
 
 def _episode_events(
-    s: TrackState, gi: IntArray, prior: IntArray, steps: Any, ctx: Context, det: Any
+    s: TrackState,
+    gi: IntArray,
+    prior: IntArray,
+    steps: Any,
+    ctx: Context,
+    det: Any,
+    pf: fixfacts.PointFacts,
 ) -> list[Event]:
     """Border approach, protected-area, excursion and immobility episodes of good fixes
     `gi`, carried on from the good fix before them (`det` holds the per-fix state and
@@ -667,7 +753,7 @@ def _episode_events(
         )
 
     if ctx.countries is not None and ctx.borders is not None:
-        country = ctx.countries.locate(lon, lat)
+        country = pf.country
         heading = np.full(gi.size, np.nan)
         step_m = np.full(gi.size, np.nan)
         pos = np.searchsorted(gi, steps.i1)
@@ -690,6 +776,7 @@ def _episode_events(
             d.approach_hysteresis_m,
             d.approach_cone_deg,
             step_m=step_m,
+            distance=pf.border,
         )
         det[gi, DET_APPROACH], det[gi, DET_COUNTRY] = a.active, country
         layer = ctx.countries
@@ -712,7 +799,7 @@ def _episode_events(
     if ctx.areas is not None and len(ctx.areas):
         cols = slice(DET_AREAS, DET_AREAS + len(ctx.areas))
         carry_a = None if last is None else tuple(bool(v) for v in det[last, cols])
-        m = ctx.areas.membership(lon, lat, carry_a)
+        m = ctx.areas.membership(lon, lat, carry_a, masks=(pf.area_enter, pf.area_stay))
         det[gi, cols] = m.inside
         for fixes, areas, transition in (
             (m.exit_fix, m.exit_area, "exit"),
