@@ -13,7 +13,14 @@ Broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded Tansu (stopped at t
    ``<prefix>.steps``. A baseline in the same run: the same messages produced to a plain
    topic and read back by a group-less consumer. Each repeat uses a fresh prefix and worker.
 2. Latency. With a warmed-up, joined worker, messages go out at a steady R fixes/s
-   for animals that cross the KAZ-KGZ border (or Almaty's urban edge) on every step:
+   for animals that cross the KAZ-KGZ border (or Almaty's urban edge) on every step.
+   Each animal (warm-up ones too) has a place of its own (``oscillators``): border
+   crossers each on their own meridian between 74.5E and 80E, urban animals each between
+   their own point inside the city near its north edge and one north of it beyond the
+   outer zone; every endpoint is at least ~800 m from any other animal's, so the worker's
+   proximity detector (500 m) finds no encounters. (An earlier layout stacked
+   ~20 animals per spot; the proximity detector's alert flood and its pair work then
+   dominated the worker, not the border and urban-edge alerts being measured.) Sent
    once as single-fix messages, once as uploads of ``--upload`` fixes (collars upload
    several fixes at a time; each fix counts from its upload's send). The producer
    remembers when it sent each (animal, fix timestamp); a group-less consumer on
@@ -48,10 +55,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from collarstream.config import from_env
+from collarstream.core.approach import BorderLines, border_distance
+from collarstream.core.areas import inside_masks
+from collarstream.core.geodesy import inverse
 from collarstream.core.track import Context, TrackState, advance
 from collarstream.simulate import simulate
 from collarstream.stream.app import live_context
@@ -129,15 +140,133 @@ def replay(messages: Iterable[tuple[str, bytes]], ctx: Context) -> list[dict[str
     return events
 
 
-def _border_lat(ctx: Context, lon: float) -> float:
-    """Latitude where a meridian near 77.8E passes from Kyrgyzstan into Kazakhstan."""
+# Places of the latency benchmark's oscillators (see `oscillators`), on fixed grids so
+# every run uses the same ones. Border crossers: meridians scanned along the KAZ-KGZ
+# border, one endpoint BORDER_OFFSET_DEG each side of it.
+BORDER_SCAN_LON = (74.5, 80.0, 0.005)
+BORDER_SCAN_LAT = (42.3, 43.6, 0.001)
+BORDER_OFFSET_DEG = 0.04  # ~4.4 km
+# Neighbouring border crossers' meridians at least this far apart: ~1.6 km at 43N.
+BORDER_SPACING_DEG = 0.02
+# Urban animals: nodes of a grid around Almaty (~975 m x ~890 m at 43.2N), each animal
+# between a node inside the city near its north edge and one beyond every zone north of it.
+URBAN_GRID_LON = (76.60, 77.35, 0.012)
+URBAN_GRID_LAT = (43.00, 43.60, 0.008)
+URBAN_PAIRS_PER_COLUMN = 2
+# No border-approach alerts for the urban animals: no land border this close.
+URBAN_BORDER_CLEAR_M = 10_000.0
+# Any two places' endpoints at least this far apart: ~4 sigma of two fixes' GPS noise
+# above the proximity detector's 500 m, so the animals never meet.
+MIN_APART_M = 700.0
+
+
+def _grid(spec: tuple[float, float, float]) -> npt.NDArray[np.float64]:
+    start, stop, step = spec
+    return np.round(start + step * np.arange(round((stop - start) / step) + 1), 6)
+
+
+def _border_lats(ctx: Context, lons: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Per meridian: the latitude where it passes from Kyrgyzstan into Kazakhstan going
+    north (the last KGZ sample), NaN unless that is its only change of country within
+    BORDER_SCAN_LAT."""
     assert ctx.countries is not None
-    lats = np.arange(42.70, 43.05, 0.001)
-    codes = np.asarray(ctx.countries.codes)[ctx.countries.locate(np.full(lats.size, lon), lats)]
-    north = np.flatnonzero((codes[:-1] == "KGZ") & (codes[1:] == "KAZ"))
-    if north.size != 1:
-        raise RuntimeError(f"no single KGZ->KAZ border at {lon}E")
-    return float(lats[north[0]])
+    lats = _grid(BORDER_SCAN_LAT)
+    lon2, lat2 = np.meshgrid(lons, lats, indexing="ij")
+    idx = ctx.countries.locate(lon2.ravel(), lat2.ravel()).reshape(lon2.shape)
+    codes = np.asarray((*ctx.countries.codes, ""))[idx]  # -1 (no country): ""
+    north = (codes[:, :-1] == "KGZ") & (codes[:, 1:] == "KAZ")
+    single = ((idx[:, 1:] != idx[:, :-1]).sum(axis=1) == 1) & north.any(axis=1)
+    return np.where(single, lats[north.argmax(axis=1)], np.nan)
+
+
+def _clear_of_areas(ctx: Context, lon: npt.NDArray[np.float64],
+                    lat: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Outside every protected area widened by its hysteresis (no area transitions)."""
+    ok = np.ones(lon.size, dtype=bool)
+    for fence in ctx.areas.fences if ctx.areas is not None else ():
+        ok &= ~inside_masks(fence, lon, lat)[1]
+    return ok
+
+
+def _outside_urban(ctx: Context, lon: npt.NDArray[np.float64],
+                   lat: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Beyond every zone of every urban fence, hysteresis included (stay level 0)."""
+    ok = np.ones(lon.size, dtype=bool)
+    for fence in ctx.urban:
+        ok &= fence.raw_levels(lon, lat)[1] == 0
+    return ok
+
+
+Place = tuple[tuple[float, float], tuple[float, float]]
+
+
+def _border_places(ctx: Context) -> list[Place]:
+    """(KAZ end, KGZ end) on meridians west to east, BORDER_SPACING_DEG or more apart;
+    each end BORDER_OFFSET_DEG from the meridian's single KGZ->KAZ border, in its country,
+    outside every urban zone and protected area."""
+    assert ctx.countries is not None
+    lons = _grid(BORDER_SCAN_LON)
+    border = _border_lats(ctx, lons)
+    ok = ~np.isnan(border)
+    lons, border = lons[ok], border[ok]
+    lon = np.concatenate([lons, lons])
+    lat = np.concatenate([border + BORDER_OFFSET_DEG, border - BORDER_OFFSET_DEG])
+    codes = np.asarray((*ctx.countries.codes, ""))[ctx.countries.locate(lon, lat)]
+    good = (codes == np.repeat(["KAZ", "KGZ"], lons.size)) \
+        & _outside_urban(ctx, lon, lat) & _clear_of_areas(ctx, lon, lat)
+    good = good[:lons.size] & good[lons.size:]
+    out: list[Place] = []
+    last = -math.inf
+    for x, b in zip(lons[good].tolist(), border[good].tolist(), strict=True):
+        if x >= last + BORDER_SPACING_DEG - 1e-9:
+            north, south = round(b + BORDER_OFFSET_DEG, 6), round(b - BORDER_OFFSET_DEG, 6)
+            out.append(((x, north), (x, south)))
+            last = x
+    return out
+
+
+def _urban_places(ctx: Context) -> list[Place]:
+    """(inside the city, beyond every zone) of Almaty's fence (``ctx.urban[0]``), both on
+    one grid meridian: per grid column the northernmost nodes inside the city, paired with
+    the nearest nodes north of them beyond the outer zone and its hysteresis. Both ends in the same
+    country, with no land border within URBAN_BORDER_CLEAR_M and outside every protected
+    area. Ordered by pair rank, then west to east (shortest jumps first)."""
+    assert ctx.countries is not None
+    fence = ctx.urban[0]
+    lons, lats = _grid(URBAN_GRID_LON), _grid(URBAN_GRID_LAT)
+    lon2, lat2 = np.meshgrid(lons, lats, indexing="ij")
+    lon, lat = lon2.ravel(), lat2.ravel()
+    country = ctx.countries.locate(lon, lat)
+    borders = ctx.borders if ctx.borders is not None else BorderLines.from_layer(ctx.countries)
+    far = np.isinf(border_distance(borders, lon, lat, country, URBAN_BORDER_CLEAR_M).dist_m)
+    usable = (country >= 0) & far & _clear_of_areas(ctx, lon, lat)
+    inside = (usable & (fence.raw_levels(lon, lat)[0] == len(fence.zones))).reshape(lon2.shape)
+    outside = (usable & _outside_urban(ctx, lon, lat)).reshape(lon2.shape)
+    country = country.reshape(lon2.shape)
+    ranked: list[tuple[int, int, Place]] = []
+    for c in range(lons.size):
+        ins = np.flatnonzero(inside[c])[::-1]  # north to south
+        if ins.size == 0:
+            continue
+        outs = np.flatnonzero(outside[c])
+        outs = outs[outs > ins[0]]  # south to north
+        for k, (i, o) in enumerate(zip(ins[:URBAN_PAIRS_PER_COLUMN].tolist(),
+                                       outs[:URBAN_PAIRS_PER_COLUMN].tolist(), strict=False)):
+            if country[c, i] == country[c, o]:
+                ranked.append((k, c, ((float(lons[c]), float(lats[i])),
+                                      (float(lons[c]), float(lats[o])))))
+    return [place for _, _, place in sorted(ranked)]
+
+
+def _check_apart(places: list[Place]) -> None:
+    """Every two endpoints (of any places) more than MIN_APART_M apart."""
+    pts = np.array([end for place in places for end in place], dtype=np.float64)
+    i, j = np.triu_indices(len(pts), k=1)
+    d, _, _ = inverse(pts[i, 0], pts[i, 1], pts[j, 0], pts[j, 1])
+    k = int(np.argmin(d)) if d.size else -1
+    if k >= 0 and d[k] <= MIN_APART_M:
+        raise RuntimeError(f"oscillator places {pts[i[k]]} and {pts[j[k]]} are only "
+                           f"{d[k]:.0f} m apart (need > {MIN_APART_M:.0f} m)")
 
 
 @dataclass
@@ -170,22 +299,45 @@ class Oscillator:
         return fix
 
 
-def oscillators(ctx: Context, prefix: str, count: int, seed: int) -> list[Oscillator]:
-    """Three in four cross the KAZ-KGZ border ~4 km each side near 77.8E 42.9N; one in four
-    goes between Almaty's city and just over 5 km outside it (enter, all clear)."""
-    border = {lon: _border_lat(ctx, lon) for lon in (77.70, 77.75, 77.80, 77.85, 77.90)}
-    lons = sorted(border)
+_PLACES: dict[int, tuple[Context, list[Place], list[Place]]] = {}
+
+
+def _places(ctx: Context) -> tuple[list[Place], list[Place]]:
+    """Border-crossing and urban places, checked apart; found once per context (~0.4 s)."""
+    hit = _PLACES.get(id(ctx))
+    if hit is None or hit[0] is not ctx:  # the entry holds ctx, so its id is not reused
+        border, urban = _border_places(ctx), _urban_places(ctx)
+        _check_apart(border + urban)
+        hit = _PLACES[id(ctx)] = (ctx, border, urban)
+    return hit[1], hit[2]
+
+
+def oscillators(ctx: Context, prefix: str, count: int, seed: int,
+                first: int = 0) -> list[Oscillator]:
+    """Animals ``first`` .. ``first + count - 1``, each at a place of its own: three in four
+    (g % 4 != 3) cross the KAZ-KGZ border on their own meridian, ~4.4 km each side of it;
+    one in four goes between beyond all of Almaty's zones and inside the city (enter, all
+    clear). The place depends only on the animal's number g (``first``: another set of
+    animals on other places); endpoints of any two places are > MIN_APART_M apart."""
+    border, urban = _places(ctx)
+    numbers = range(first, first + count)
+    n_border = max((g - (g + 1) // 4 + 1 for g in numbers if g % 4 != 3), default=0)
+    n_urban = max((g // 4 + 1 for g in numbers if g % 4 == 3), default=0)
+    if n_border > len(border) or n_urban > len(urban):
+        raise RuntimeError(
+            f"oscillators {first}..{first + count - 1} need {n_border} border-crossing and "
+            f"{n_urban} urban places; only {len(border)} and {len(urban)} qualify "
+            f"(see BORDER_* and URBAN_* in {Path(__file__).name})")
     # Sim time in the past (fix-age >= 0), distinct per animal by a few seconds.
     base = (int(time.time() * 1000) - 400 * 24 * HOUR_MS) // HOUR_MS * HOUR_MS
     out = []
-    for i in range(count):
+    for i, g in enumerate(numbers):
         rng = np.random.default_rng([seed, i])
-        if i % 4 == 3:
-            lon = (77.00, 77.05)[i % 2]
-            a, b = (lon, 43.00), (lon, 43.14)
+        if g % 4 == 3:
+            inside, outside = urban[g // 4]
+            a, b = outside, inside
         else:
-            lon = lons[i % len(lons)]
-            a, b = (lon, border[lon] + 0.04), (lon, border[lon] - 0.04)
+            a, b = border[g - (g + 1) // 4]  # KAZ, KGZ
         out.append(Oscillator(f"{prefix}-{i:03d}", a, b, base + i * 1000, rng=rng))
     return out
 
@@ -445,7 +597,7 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
 
     # Warm-up animals (8, so every partition is hit) and the measured ones, prepared and
     # replayed up front so the send loop only sends.
-    warm = oscillators(ctx, "WARM", 8, seed=1)
+    warm = oscillators(ctx, "WARM", 8, seed=1, first=ANIMALS)  # places of their own
     warm_msgs = [(o.animal, orjson.dumps(o.next_fix())) for _ in range(30) for o in warm]
     animals = oscillators(ctx, "LAT", ANIMALS, seed=2)
     # A message is one fix, or an upload of `per_message` consecutive fixes of one animal
