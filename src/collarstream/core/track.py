@@ -129,6 +129,14 @@ class Context:
         return self.profiles.get(animal, self.profile)
 
 
+def new_dets(n: int, width: int) -> npt.NDArray[np.int64]:
+    """Episode state of fixes no detector has seen: no country, not immobile."""
+    d = np.zeros((n, width), np.int64)
+    d[:, DET_COUNTRY] = -1
+    d[:, DET_IMMOBILE_SINCE] = -1
+    return d
+
+
 @dataclass(frozen=True)
 class TrackState:
     """One animal's recent track (sorted by time) and what was emitted from it."""
@@ -154,10 +162,7 @@ class TrackState:
     def dets(self, n_areas: int) -> npt.NDArray[np.int64]:
         width = DET_AREAS + n_areas
         if self.det is None or self.det.shape[1] != width:
-            d = np.zeros((self.t_ms.size, width), np.int64)
-            d[:, DET_COUNTRY] = -1
-            d[:, DET_IMMOBILE_SINCE] = -1
-            return d
+            return new_dets(self.t_ms.size, width)
         return self.det
 
     def fix_types(self) -> FloatArray:
@@ -368,7 +373,7 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
         fix_type=None if np.isnan(ftype).all() else ftype,
         det=None
         if state.det is None
-        else put(state.det, np.zeros((k, state.det.shape[1]), np.int64)),
+        else put(state.det, new_dets(k, state.det.shape[1])),
     )
     return merged, first_new
 

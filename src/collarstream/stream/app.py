@@ -7,10 +7,11 @@ Two agents, both on micro-batches (`take_events(n, within=...)`):
   bytes, and re-keys valid fixes by animal onto the fixes topic, one message per
   animal per batch. The raw topic cannot be trusted to be keyed by animal; this hop
   is what makes the next one's table partitioning correct.
-* `track_fix` reads the fixes topic, groups a batch by animal and calls the pure
-  reducer `core.track.advance` once per animal. States stay decoded in memory
-  (`stream.state_cache`) and reach the `animal_to_track` table once per commit
-  interval, before the offsets are committed: not once per fix, nor per batch.
+* `track_fix` reads the fixes topic, groups a batch by animal and has the pure reducer
+  (`core.track.advance_many`, all animals of the batch at once) run in a process of
+  its own (`stream.reducer_process`), which keeps the states decoded; they reach the
+  `animal_to_track` table once per commit interval, before the offsets are
+  committed: not once per fix, nor per batch.
 
 Delivery is at-least-once (Tansu has no transactions): after a crash a batch may be
 processed again, and the reducer's deterministic ids and idempotent merge make the
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import os
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -39,7 +41,7 @@ from faust.types import TP
 
 from collarstream.config import Settings
 from collarstream.core.quality import PROFILES
-from collarstream.core.track import Context, TrackState, advance_many, compute_home_range
+from collarstream.core.track import Context, compute_home_range
 from collarstream.fences import (
     border_lines,
     default_urban_path,
@@ -48,15 +50,13 @@ from collarstream.fences import (
     load_protected_areas,
 )
 from collarstream.stream.delivery_agents import install_delivery
-from collarstream.stream.state_cache import StateCache
+from collarstream.stream.reducer_process import ReducerProcess
 from collarstream.stream.topics import TopicNames
 from collarstream.stream.watch import install_watchers
 from collarstream.wire import (
     Fix,
     InvalidFix,
-    concat_batches,
     dead_letter,
-    decode_batch,
     encode_batch,
     parse_message,
 )
@@ -136,7 +136,6 @@ def build_app(settings: Settings) -> CollarApp:
     )
     app.conf.collarstream_fetch_wait_ms = settings.fetch_wait_ms
     ctx = live_context(settings)
-    n_fences = len(ctx.urban)
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(
@@ -164,7 +163,7 @@ def build_app(settings: Settings) -> CollarApp:
     app.collarstream_before_commit = []  # type: ignore[attr-defined]
     # A replayed clock (the demo) runs `speed` times faster: tick as often in its time.
     speed = settings.data_clock[2] if settings.data_clock else 1.0
-    on_state = install_watchers(
+    on_record = install_watchers(
         app,
         ctx,
         topic(names.positions),
@@ -178,11 +177,14 @@ def build_app(settings: Settings) -> CollarApp:
     # already makes bytes. Set before the store and changelog topic are created (lazily).
     animal_to_track.key_serializer = "raw"
     animal_to_track.value_serializer = "raw"
-    states = StateCache(animal_to_track, lambda key: TrackState.new(key.decode(), n_fences))
+    # The reducer and the decoded states live in a process of their own (see
+    # stream.reducer_process): it starts now, while the worker joins its group.
+    reducer = ReducerProcess(animal_to_track, functools.partial(live_context, settings))
+    reducer.start()
 
     async def flush_states() -> None:
         await app.producer.flush()  # the outputs of the states written next are out
-        states.flush()
+        await reducer.flush()
 
     app.collarstream_before_commit.append(flush_states)  # type: ignore[attr-defined]
 
@@ -190,13 +192,13 @@ def build_app(settings: Settings) -> CollarApp:
     async def _states_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         # Faust has committed (through flush_states) and waited for the agents; write
         # anything left and forget: the next owner restores from the changelog.
-        states.flush()
-        states.drop()
+        await reducer.flush()
+        await reducer.drop()
 
     @app.on_partitions_assigned.connect
     async def _states_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        states.flush()
-        states.drop()
+        await reducer.flush()
+        await reducer.drop()
 
     @app.agent(raw, name="validate_fix")
     async def validate_fix(stream: faust.StreamT) -> None:
@@ -221,47 +223,44 @@ def build_app(settings: Settings) -> CollarApp:
             for animal, items in by_animal.items():
                 await fixes.send(key=animal.encode(), value=encode_batch(animal, items))
 
-    # The reducer runs in a thread of its own. Its work is CPU-bound and holds the GIL,
-    # so this buys no parallelism; what it buys is an event loop that stays free while a
-    # batch is reduced: the fetcher keeps filling the agents' buffers, `validate_fix`
-    # keeps re-keying and the producer keeps sending. Run on the loop, a 100 ms batch
-    # stalled all of that, and each stage then sat out its `within` for a trickle.
-    reducer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reducer")
-
     @app.agent(fixes, name="track_fix")
     async def track_fix(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             grouped: dict[bytes, list[Any]] = defaultdict(list)
             for ev in events:
                 grouped[ev.message.key].append(ev)
-            work = [
-                (states.get(key), [ev.message.value for ev in evs]) for key, evs in grouped.items()
-            ]
-            results = await loop.run_in_executor(reducer, _reduce, work, ctx)
-            for (key, evs), (state, steps, others) in zip(grouped.items(), results, strict=True):
-                await _emit(key, evs, state, steps, others)
+            try:
+                seq, results = await reducer.reduce(
+                    [(key, [ev.message.value for ev in evs]) for key, evs in grouped.items()]
+                )
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                await app.crash(exc)  # the states died with it: restart from the table
+                raise
+            for (key, evs), (steps, others, rec) in zip(grouped.items(), results, strict=True):
+                await _emit(key, evs[-1], seq, steps, others, rec)
 
     async def _emit(
         key: bytes,
-        evs: Sequence[Any],
-        state: TrackState,
+        last: Any,
+        seq: int,
         steps: bytes | None,
         others: list[tuple[str, bytes]],
+        rec: dict[str, Any] | None,
     ) -> None:
-        # Tables write to the partition of the event being processed; after a batch
-        # `take_events` leaves none current, so borrow this animal's last event.
-        token = _current_event.set(weakref.ref(evs[-1]))
-        try:
-            on_state(key, state, evs[-1])
-        finally:
-            _current_event.reset(token)
+        if rec is not None:
+            # Tables write to the partition of the event being processed; after a batch
+            # `take_events` leaves none current, so borrow this animal's last event.
+            token = _current_event.set(weakref.ref(last))
+            try:
+                on_record(key, rec)
+            finally:
+                _current_event.reset(token)
         if steps is not None:
             await outputs["step"].send(key=key, value=steps)
         for kind, body in others:
             await outputs[kind].send(key=key, value=body)
         # Only now, with its outputs handed to the producer, may the state be written.
-        states.put(key, state, evs[-1])
+        reducer.sent(key, seq, last)
 
     # Home ranges cost milliseconds each (KDE, isopleths) against microseconds a fix, so
     # they are estimated here, off the fix path, in a process of their own: the tracking
@@ -292,36 +291,11 @@ def build_app(settings: Settings) -> CollarApp:
     @app.on_before_shutdown.connect
     async def _stop_pool(app: faust.App, **kwargs: Any) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
-        reducer.shutdown(wait=False, cancel_futures=True)
+        reducer.shutdown()
 
     install_delivery(app, settings, names)
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app
-
-
-def _reduce(
-    work: list[tuple[TrackState, list[bytes]]], ctx: Context
-) -> list[tuple[TrackState, bytes | None, list[tuple[str, bytes]]]]:
-    """Advance every animal of a micro-batch by its fix batches, in one `advance_many`
-    (the context's facts about all their fixes in one vectorized pass), and encode what
-    goes out (in the reducer thread). Steps go out as one message per animal per batch
-    (a JSON array, like a collar upload): a send costs tens of µs, and at 20 k fixes/s
-    one per step would be most of the budget. Alerts and home ranges are rare and go
-    one by one."""
-    batches = [concat_batches([decode_batch(b)[1] for b in bodies]) for _, bodies in work]
-    advanced = advance_many(
-        [(state, batch) for (state, _), batch in zip(work, batches, strict=True)], ctx
-    )
-    out = []
-    for state, events in advanced:
-        steps = [e for e in events if e["type"] == "step"]
-        others = [
-            (e["type"], orjson.dumps(e, option=orjson.OPT_SERIALIZE_NUMPY))
-            for e in events
-            if e["type"] != "step"
-        ]
-        out.append((state, orjson.dumps(steps) if steps else None, others))
-    return out
 
 
 def _received_ms(msg: Any) -> int:

@@ -129,9 +129,10 @@ def install_watchers(
     interval_s: float = 60.0,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     replayed_clock: bool = False,
-) -> Callable[[bytes, TrackState, Any], None]:
+) -> Callable[[bytes, dict[str, Any]], None]:
     """Add the silence timer and the proximity agent to `app`. Returns the hook the
-    tracking agent calls after each advance (key, new state, table write context).
+    tracking agent calls with an animal's newest good fix (`last_fix_record`) after an
+    advance changed its track, within the event whose partition the table write uses.
 
     `replayed_clock`: `now_ms` runs faster than the wall clock (the demo replays days in
     minutes), so a second of worker lag is hours of it; the timer then judges silence
@@ -155,10 +156,7 @@ def install_watchers(
     pending: list[dict[str, Any]] = []
     raised: set[tuple[bytes, int]] = set()  # silences this process has raised
 
-    def on_state(key: bytes, state: TrackState, _: Any) -> None:
-        rec = last_fix_record(state, ctx)
-        if rec is None:
-            return
+    def on_record(key: bytes, rec: dict[str, Any]) -> None:
         old = last_fix.get(key)
         if old is not None and orjson.loads(old)["t_ms"] >= rec["t_ms"]:
             return
@@ -293,4 +291,4 @@ def install_watchers(
                 mem_open[pair] = state
                 dirty_pairs[pair] = state
 
-    return on_state
+    return on_record

@@ -1,0 +1,122 @@
+"""The reducer's process (stream.reducer_process): which state versions reach the table.
+
+The at-least-once argument rests on one rule: a state is written only once the worker
+has confirmed that the outputs of the reduce call that made it were handed to the
+producer, even when the commit comes while a later batch is being reduced. The live
+pipeline test (tests/test_pipeline.py) runs the same code on a real table and broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import numpy as np
+import pytest
+
+from collarstream.core.track import Context, FixBatch, TrackState, advance
+from collarstream.stream import state_codec
+from collarstream.stream.reducer_process import ReducerProcess, ReducerState, Seed
+from collarstream.timefmt import parse_ms
+from collarstream.wire import Fix, encode_batch
+
+T0 = parse_ms("2025-05-01T00:00:00Z")
+CTX = Context(None)
+
+
+class _Event:
+    """Stands in for the Faust event whose partition a table write borrows."""
+
+
+def _fix(k: int) -> FixBatch:
+    t = np.array([T0 + k * 4 * 3_600_000], dtype=np.int64)
+    return FixBatch(
+        t, np.array([77.3 + k * 1e-3]), np.array([43.0]), np.ones(1), np.full(1, 8.0), t
+    )
+
+
+def _message(animal: str, k: int) -> bytes:
+    """Fix k as the fixes topic carries it (wire.encode_batch)."""
+    b = _fix(k)
+    t = int(b.t_ms[0])
+    return encode_batch(animal, [Fix(animal, "", t, float(b.lon[0]), float(b.lat[0]), 1.0, 8.0,
+                                     float("nan"), t)])
+
+
+def _alone(animal: str, ks: list[int]) -> TrackState:
+    """The state advancing fixes ks one by one gives, in this process."""
+    state = TrackState.new(animal)
+    for k in ks:
+        state, _ = advance(state, _fix(k), CTX)
+    return state
+
+
+def test_only_confirmed_versions_are_written_even_while_a_later_batch_is_reduced() -> None:
+    r = ReducerState(CTX)
+    seq1, out1 = r.reduce([(b"a", Seed(None), [_message("a", 0)])], [])
+    assert out1[0][2] is not None  # its newest good fix, for the watchers
+    assert r.encode([]) == {}  # nothing confirmed: nothing to write
+    # Batch 2 is reduced before the worker confirms batch 1's outputs (piggybacked).
+    seq2, _ = r.reduce([(b"a", None, [_message("a", 1)])], [(b"a", seq1)])
+    # A commit now (batch 2's outputs not sent yet) writes batch 1's state, not batch 2's.
+    assert r.encode([]) == {b"a": state_codec.encode(_alone("a", [0]))}
+    assert r.encode([]) == {}  # written once
+    assert r.encode([(b"a", seq2)]) == {b"a": state_codec.encode(_alone("a", [0, 1]))}
+
+
+def test_seeds_restore_table_states_and_repeats_report_no_newer_fix() -> None:
+    r = ReducerState(CTX)
+    stored = _alone("b", [0, 1])
+    seq, out = r.reduce(
+        [(b"b", Seed(state_codec.encode(stored)), [_message("b", 1)]),  # a redelivery
+         (b"c", Seed(None), [_message("c", 0)])],
+        [],
+    )
+    (steps_b, others_b, rec_b), (_, _, rec_c) = out
+    assert steps_b is None and others_b == [] and rec_b is None  # nothing new for b
+    assert rec_c is not None and rec_c["animal"] == "c"
+    assert r.encode([(b"b", seq), (b"c", seq)]) == {
+        b"b": state_codec.encode(stored),
+        b"c": state_codec.encode(_alone("c", [0])),
+    }
+
+
+def test_drop_refuses_unwritten_states_and_unknown_confirmations() -> None:
+    r = ReducerState(CTX)
+    seq, _ = r.reduce([(b"a", Seed(None), [_message("a", 0)])], [])
+    with pytest.raises(RuntimeError, match="unknown reduce"):
+        r.confirm([(b"a", seq + 5)])
+    r.confirm([(b"a", seq)])
+    with pytest.raises(RuntimeError, match="encode first"):
+        r.drop()
+    r.encode([])
+    r.drop()
+    assert r.current == {} and r.confirm([(b"a", seq)]) is None  # forgotten: ignored
+
+
+def test_the_child_process_reduces_and_writes_to_the_table() -> None:
+    async def run() -> dict[bytes, bytes]:
+        table: dict[bytes, bytes] = {b"b": state_codec.encode(_alone("b", [0]))}
+        proc = ReducerProcess(table, functools.partial(Context, None))
+        try:
+            proc.start().result(timeout=60)
+            seq, out = await proc.reduce([(b"a", [_message("a", 0), _message("a", 1)]),
+                                          (b"b", [_message("b", 1)])])
+            assert [len(o) for o in out] == [3, 3] and out[0][0] is not None  # a's step
+            assert await proc.flush() == 0  # nothing sent yet
+            event = _Event()
+            proc.sent(b"a", seq, event)
+            proc.sent(b"b", seq, event)
+            assert await proc.flush() == 2
+            await proc.drop()
+            # After a drop the child holds nothing: b is restored from the table again.
+            seq, _ = await proc.reduce([(b"b", [_message("b", 2)])])
+            proc.sent(b"b", seq, event)
+            await proc.flush()
+        finally:
+            proc.shutdown()
+        return table
+
+    table = asyncio.run(run())
+    assert table[b"a"] == state_codec.encode(_alone("a", [0, 1]))
+    assert table[b"b"] == state_codec.encode(_alone("b", [0, 1, 2]))
