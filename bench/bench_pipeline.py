@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from collarstream.config import from_env
 from collarstream.core.approach import BorderLines, border_distance
@@ -67,7 +67,7 @@ from collarstream.core.track import Context, TrackState, advance
 from collarstream.simulate import simulate
 from collarstream.stream.app import live_context
 from collarstream.stream.broker import _parent_death_signal, connect
-from collarstream.stream.topics import TopicNames, ensure_topics, produce_json
+from collarstream.stream.topics import TopicNames, ensure_topics
 from collarstream.timefmt import iso
 from collarstream.wire import parse_message, to_batch
 
@@ -77,7 +77,8 @@ HOUR_MS = 3_600_000
 FIX_INTERVAL_MS = 4 * HOUR_MS
 # Tansu makes a group's first join wait half the session timeout.
 SESSION_TIMEOUT_S = "4"
-# kafka-python waits 500 ms for a fetch to fill by default; on Tansu that is the latency.
+# librdkafka waits up to this long for a fetch to fill; on Tansu that is the reader's
+# share of the measured latency.
 FETCH_WAIT_MS = 5
 POLL_MS = 50
 WORKER_STOP_S = 20.0
@@ -420,30 +421,48 @@ class WorkerRun:
 # --------------------------------------------------------------------------- clients
 
 
-def reader(bootstrap: str, topics: Iterable[str]) -> KafkaConsumer:
-    """A group-less consumer on every partition of ``topics``, from the beginning."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=FETCH_WAIT_MS, max_poll_records=2000)
+# The load generator and the readers use librdkafka (confluent-kafka), not kafka-python:
+# they share the two cores with the worker and the broker, and kafka-python's pure-Python
+# client took ~65 % of a core to send 1,000 messages/s and read the alerts back.
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    value: bytes
+    timestamp_ms: int  # the broker's CreateTime (stamped by the producer)
+
+
+def reader(bootstrap: str, topics: Iterable[str]) -> Consumer:
+    """A consumer on every partition of ``topics``, from the beginning; it never joins
+    a group or commits (assigned partitions)."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False, "fetch.wait.max.ms": FETCH_WAIT_MS,
+        "log_level": 3,  # errors only: Tansu closes idle connections, librdkafka says so
+    })
     try:
         parts = []
         for topic in topics:
             deadline = time.perf_counter() + 15
-            while not (ids := consumer.partitions_for_topic(topic)):
+            while not (ids := _partitions(consumer, topic)):
                 if time.perf_counter() > deadline:
                     raise RuntimeError(f"topic {topic} has no partitions")
-                consumer.topics()
                 time.sleep(0.1)
-            parts += [TopicPartition(topic, p) for p in sorted(ids)]
+            parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(ids)]
         consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
     except BaseException:
         consumer.close()
         raise
     return consumer
 
 
-def poll_until(consumer: KafkaConsumer, handle: Callable[[Any, float], None],
+def _partitions(client: Consumer, topic: str) -> list[int]:
+    meta = client.list_topics(topic, timeout=5).topics.get(topic)
+    return [] if meta is None or meta.error is not None else list(meta.partitions)
+
+
+def poll_until(consumer: Consumer, handle: Callable[[Record, float], None],
                done: Callable[[], bool], timeout_s: float,
                check: Callable[[], None] = lambda: None) -> bool:
     """Poll continuously, handing each record and its receipt time to ``handle``;
@@ -453,11 +472,51 @@ def poll_until(consumer: KafkaConsumer, handle: Callable[[Any, float], None],
         if time.perf_counter() > deadline:
             return False
         check()
-        for records in consumer.poll(timeout_ms=POLL_MS).values():
-            now = time.perf_counter()
-            for rec in records:
-                handle(rec, now)
+        # consume(n, timeout) would wait for n records: poll returns on the first one,
+        # then take what else is there without waiting.
+        first = consumer.poll(POLL_MS / 1000.0)
+        now = time.perf_counter()
+        if first is None:
+            continue
+        msgs = [first, *consumer.consume(num_messages=2000, timeout=0)]
+        for m in msgs:
+            if m.error():
+                raise KafkaException(m.error())
+            handle(Record(m.topic(), m.value(), m.timestamp()[1]), now)
     return True
+
+
+def producer(bootstrap: str, **config: Any) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "log_level": 3, **config})
+
+
+def send(p: Producer, topic: str, key: bytes, value: bytes, errors: list[Any]) -> None:
+    """Queue one record (waiting for room if the client's queue is full)."""
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    while True:
+        try:
+            p.produce(topic, key=key, value=value, on_delivery=delivered)
+            break
+        except BufferError:
+            p.poll(0.01)
+    p.poll(0)
+
+
+def produce_all(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]) -> int:
+    """Send (animal, JSON) records in order and wait for every ack; raises on any failure."""
+    p = producer(bootstrap, acks="all", **{"linger.ms": 5,
+                                            "max.in.flight.requests.per.connection": 1})
+    errors: list[Any] = []
+    sent = 0
+    for key, value in items:
+        send(p, topic, key.encode(), value, errors)
+        sent += 1
+    if p.flush(60) or errors:
+        raise RuntimeError(f"{len(errors)} of {sent} records to {topic} failed: {errors[:1]}")
+    return sent
 
 
 # --------------------------------------------------------------------------- throughput
@@ -484,7 +543,7 @@ def run_baseline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int
     names = TopicNames(f"bench-base-{uuid.uuid4().hex[:8]}")
     ensure_topics(bootstrap, names, partitions=PARTITIONS)
     t0 = time.perf_counter()
-    produce_json(bootstrap, names.raw_fixes, messages)
+    produce_all(bootstrap, names.raw_fixes, messages)
     t1 = time.perf_counter()
     consumer = reader(bootstrap, [names.raw_fixes])
     seen = [0]
@@ -524,7 +583,7 @@ def run_pipeline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int
     names = TopicNames(f"bench-{uuid.uuid4().hex[:8]}")
     ensure_topics(bootstrap, names, partitions=PARTITIONS)
     t0 = time.perf_counter()
-    produce_json(bootstrap, names.raw_fixes, messages)
+    produce_all(bootstrap, names.raw_fixes, messages)
     produce_s = time.perf_counter() - t0
     consumer = reader(bootstrap, [names.fixes, names.steps])
     fixes_topic = names.fixes
@@ -621,7 +680,7 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
     warm_seen: set[tuple[str, str]] = set()
     send_span = [math.nan]
     last_alert = [math.nan]
-    errors: list[BaseException] = []
+    errors: list[Any] = []
     stop = threading.Event()
 
     def handle(rec: Any, now: float) -> None:
@@ -634,11 +693,11 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
         elif key in sent_at and key not in latencies:
             latencies[key] = (now - sent_at[key]) * 1000.0
             # CreateTime, stamped by the worker's producer: the worker's share of the delay.
-            produced[key] = rec.timestamp - sent_wall[key] * 1000.0
+            produced[key] = rec.timestamp_ms - sent_wall[key] * 1000.0
             last_alert[0] = now
 
     def send_all() -> None:
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+        p = producer(bootstrap, acks=1, **{"linger.ms": 0})
         try:
             start = time.perf_counter()
             for i, (key, value, ks) in enumerate(plan):
@@ -651,20 +710,19 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
                 for k in ks:
                     sent_at[k] = now
                     sent_wall[k] = wall
-                producer.send(names.raw_fixes, key=key, value=value).add_errback(errors.append)
+                send(p, names.raw_fixes, key, value, errors)
             send_span[0] = time.perf_counter() - start
-            producer.flush()
+            if p.flush(30):
+                errors.append(RuntimeError("sends still queued after 30 s"))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
-        finally:
-            producer.close(timeout=5)
 
     consumer = reader(bootstrap, [names.alerts])
     sender = threading.Thread(target=send_all, name="bench-sender", daemon=True)
     try:
         with WorkerRun(bootstrap, names) as worker:
             spawned = worker.start()
-            produce_json(bootstrap, names.raw_fixes, warm_msgs)
+            produce_all(bootstrap, names.raw_fixes, warm_msgs)
             if not poll_until(consumer, handle, lambda: warm_seen >= warm_keys, 120,
                               worker.check):
                 raise RuntimeError(f"warm-up: {len(warm_seen)}/{len(warm_keys)} alerts in 120 s"
@@ -686,7 +744,7 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
             sender.join(timeout=10)
         consumer.close()
     if errors:
-        raise RuntimeError(f"{len(errors)} sends failed") from errors[0]
+        raise RuntimeError(f"{len(errors)} sends failed: {errors[0]}")
     in_order = sorted(latencies, key=sent_at.__getitem__)
     first_send = min(sent_at.values(), default=math.nan)
     return LatencyRun([latencies[k] for k in in_order], len(expected),

@@ -64,6 +64,19 @@ def test_only_confirmed_versions_are_written_even_while_a_later_batch_is_reduced
     assert r.encode([(b"a", seq2)]) == {b"a": state_codec.encode(_alone("a", [0, 1]))}
 
 
+def test_versions_wait_for_their_own_confirmation_when_reduce_runs_ahead() -> None:
+    """The worker reduces up to a few batches ahead of sending their outputs."""
+    r = ReducerState(CTX)
+    seqs = [r.reduce([(b"a", Seed(None) if k == 0 else None, [_message("a", k)])], [])[0]
+            for k in range(4)]
+    r.confirm([(b"a", seqs[0])])
+    assert r.encode([]) == {b"a": state_codec.encode(_alone("a", [0]))}
+    # Batches 1 and 2 sent: the newest of them is written; 3 waits.
+    assert r.encode([(b"a", seqs[1]), (b"a", seqs[2])]) == {
+        b"a": state_codec.encode(_alone("a", [0, 1, 2]))}
+    assert list(r.versions[b"a"]) == [seqs[3]]
+
+
 def test_seeds_restore_table_states_and_repeats_report_no_newer_fix() -> None:
     r = ReducerState(CTX)
     stored = _alone("b", [0, 1])
@@ -120,3 +133,28 @@ def test_the_child_process_reduces_and_writes_to_the_table() -> None:
     table = asyncio.run(run())
     assert table[b"a"] == state_codec.encode(_alone("a", [0, 1]))
     assert table[b"b"] == state_codec.encode(_alone("b", [0, 1, 2]))
+
+
+def test_commit_waits_for_batches_handed_over_before_it_not_for_an_empty_queue() -> None:
+    """stream.app's handover between the tracking agent and the emitter: a commit's
+    drain waits for what was put before it, so outputs of acked events are sent, and
+    does not wait for a queue that a busy agent keeps filling."""
+    from collarstream.stream.app import _Handover
+
+    async def run() -> list[str]:
+        h, log = _Handover(4), []
+        await h.put("b1")
+        await h.put("b2")
+        drain = asyncio.create_task(h.drain())
+        await asyncio.sleep(0)  # the commit begins
+        await h.put("b3")  # after the commit began: not waited for
+        for _ in range(2):
+            await asyncio.sleep(0)
+            assert not drain.done()
+            log.append(await h.get())
+            h.done()
+        await asyncio.wait_for(drain, timeout=1)
+        log.append("drained")
+        return log
+
+    assert asyncio.run(run()) == ["b1", "b2", "drained"]

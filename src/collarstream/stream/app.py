@@ -64,6 +64,9 @@ from collarstream.wire import (
 log = logging.getLogger(__name__)
 # Scheduling priority of the home-range process, relative to the worker's.
 HOME_RANGE_NICENESS = 10
+# Reduced batches waiting for their outputs to be sent: the reducer runs ahead by at
+# most this many (backpressure beyond).
+EMIT_QUEUE = 2
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -182,6 +185,12 @@ def build_app(settings: Settings) -> CollarApp:
     reducer = ReducerProcess(animal_to_track, functools.partial(live_context, settings))
     reducer.start()
 
+    # Reducing batch N+1 (in the reducer's process) overlaps sending batch N's outputs
+    # (here): the agent hands each reduced batch to the emitter and takes the next. The
+    # events of N are then acked before their outputs are sent, so every offset commit
+    # first waits for what was handed over before it (the first commit hook).
+    emit_queue = _Handover(EMIT_QUEUE)
+
     async def flush_states() -> None:
         await app.producer.flush()  # the outputs of the states written next are out
         await reducer.flush()
@@ -192,11 +201,13 @@ def build_app(settings: Settings) -> CollarApp:
     async def _states_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         # Faust has committed (through flush_states) and waited for the agents; write
         # anything left and forget: the next owner restores from the changelog.
+        await emit_queue.drain()
         await reducer.flush()
         await reducer.drop()
 
     @app.on_partitions_assigned.connect
     async def _states_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        await emit_queue.drain()
         await reducer.flush()
         await reducer.drop()
 
@@ -233,11 +244,31 @@ def build_app(settings: Settings) -> CollarApp:
                 seq, results = await reducer.reduce(
                     [(key, [ev.message.value for ev in evs]) for key, evs in grouped.items()]
                 )
-            except concurrent.futures.process.BrokenProcessPool as exc:
-                await app.crash(exc)  # the states died with it: restart from the table
+            except Exception as exc:
+                # A crashed agent would leave a worker that looks alive and tracks
+                # nothing (Faust does not restart it); a dead reducer process took the
+                # states with it. Stop, so that a supervisor restarts from the table.
+                await app.crash(exc)
                 raise
-            for (key, evs), (steps, others, rec) in zip(grouped.items(), results, strict=True):
-                await _emit(key, evs[-1], seq, steps, others, rec)
+            batch = [
+                (key, evs[-1], result)
+                for (key, evs), result in zip(grouped.items(), results, strict=True)
+            ]
+            await emit_queue.put((seq, batch))
+
+    @app.task
+    async def emitter() -> None:
+        while True:
+            seq, batch = await emit_queue.get()
+            try:
+                for key, last, (steps, others, rec) in batch:
+                    await _emit(key, last, seq, steps, others, rec)
+            except Exception as exc:
+                await app.crash(exc)  # an output not sent must not be committed past
+                raise
+            emit_queue.done()
+
+    app.collarstream_before_commit.insert(0, emit_queue.drain)  # type: ignore[attr-defined]
 
     async def _emit(
         key: bytes,
@@ -296,6 +327,35 @@ def build_app(settings: Settings) -> CollarApp:
     install_delivery(app, settings, names)
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app
+
+
+class _Handover:
+    """A bounded queue whose `drain` waits for the items put before it was called, not
+    for an empty queue (which a busy producer of items might never leave)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
+        self._put = 0
+        self._done = 0
+        self._progress = asyncio.Event()
+
+    async def put(self, item: Any) -> None:
+        await self._queue.put(item)
+        self._put += 1
+
+    async def get(self) -> Any:
+        return await self._queue.get()
+
+    def done(self) -> None:
+        """The item last got is finished."""
+        self._done += 1
+        self._progress.set()
+
+    async def drain(self) -> None:
+        target = self._put
+        while self._done < target:
+            self._progress.clear()
+            await self._progress.wait()
 
 
 def _received_ms(msg: Any) -> int:

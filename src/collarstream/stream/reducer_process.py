@@ -17,9 +17,10 @@ the producer is flushed before the write. So after a crash the restored table ho
 every fix of every committed offset (committed offsets cover only events whose
 outputs were sent), and every fix it holds has had its events sent; what is
 reprocessed is merged idempotently by the reducer and re-emits the same ids, which
-sinks drop. The commit can come while a later batch is being reduced: each reduce
-call has a sequence number, each confirmation names the call it confirms, and the
-child keeps the state of the previous call until the next one is confirmed.
+sinks drop. The commit can come while later batches are being reduced or wait to be
+sent (the worker reduces ahead while it sends): each reduce call has a sequence
+number, each confirmation names the call it confirms, and the child keeps each
+animal's unconfirmed versions until a confirmation reaches them.
 
 On a rebalance the worker flushes and the child forgets every state: another worker
 may own those animals next, and the table restored from the changelog is the truth.
@@ -64,9 +65,9 @@ class ReducerState:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.seq = 0
-        # key -> (seq, state) after the newest reduce of it, and the one before.
-        self.current: dict[bytes, tuple[int, TrackState]] = {}
-        self.previous: dict[bytes, tuple[int, TrackState]] = {}
+        # key -> the state after the newest reduce of it; its versions not confirmed yet.
+        self.current: dict[bytes, TrackState] = {}
+        self.versions: dict[bytes, dict[int, TrackState]] = {}
         self.confirmed: dict[bytes, TrackState] = {}
         self.unwritten: set[bytes] = set()
 
@@ -85,7 +86,7 @@ class ReducerState:
         for key, seed, bodies in work:
             held = self.current.get(key)
             if held is not None:
-                state = held[1]
+                state = held
             elif seed is not None and seed.raw is not None:
                 state = state_codec.decode(seed.raw)
             else:
@@ -96,9 +97,8 @@ class ReducerState:
         out: list[Result] = []
         advanced = advance_many(items, self.ctx)
         for (key, _, _), old, (state, events) in zip(work, before, advanced, strict=True):
-            if key in self.current:
-                self.previous[key] = self.current[key]
-            self.current[key] = (self.seq, state)
+            self.current[key] = state
+            self.versions.setdefault(key, {})[self.seq] = state
             steps = [e for e in events if e["type"] == "step"]
             others = [
                 (e["type"], orjson.dumps(e, option=orjson.OPT_SERIALIZE_NUMPY))
@@ -113,14 +113,16 @@ class ReducerState:
     def confirm(self, confirm: Sequence[tuple[bytes, int]]) -> None:
         """The outputs of reduce call `seq` for `key` were handed to the producer."""
         for key, seq in confirm:
-            for held in (self.current.get(key), self.previous.get(key)):
-                if held is not None and held[0] == seq:
-                    self.confirmed[key] = held[1]
-                    self.unwritten.add(key)
-                    break
-            else:
-                if key in self.current:
-                    raise RuntimeError(f"confirmation of {key!r} for an unknown reduce {seq}")
+            versions = self.versions.get(key)
+            if versions is None:
+                continue  # dropped since (a rebalance): the table has it
+            state = versions.pop(seq, None)
+            if state is None:
+                raise RuntimeError(f"confirmation of {key!r} for an unknown reduce {seq}")
+            for older in [s for s in versions if s < seq]:
+                del versions[older]  # outputs sent in order: superseded
+            self.confirmed[key] = state
+            self.unwritten.add(key)
 
     def encode(self, confirm: Sequence[tuple[bytes, int]]) -> dict[bytes, bytes]:
         """The confirmed states not written yet, encoded for the table."""
@@ -133,7 +135,7 @@ class ReducerState:
         if self.unwritten:
             raise RuntimeError("drop with confirmed states not written; encode first")
         self.current.clear()
-        self.previous.clear()
+        self.versions.clear()
         self.confirmed.clear()
 
 
