@@ -300,11 +300,14 @@ def _states(fixes: dict[str, list[dict[str, Any]]]) -> list[TrackState]:
 
 
 def _run_agent(
-    positions: Iterable[dict[str, Any]], tables: dict[str, dict[bytes, bytes]] | None = None
+    positions: Iterable[dict[str, Any]],
+    tables: dict[str, dict[bytes, bytes]] | None = None,
+    per_message: int = 1,
 ) -> tuple[list[tuple[bytes, dict[str, Any]]], dict[str, dict[bytes, bytes]]]:
     """The proximity agent of `stream.watch` in Faust's test context (no broker): the
     alerts it sends for these positions, and its tables after them. `tables` seeds them,
-    as a restart restores them from their changelogs."""
+    as a restart restores them from their changelogs. `per_message` > 1: positions go
+    in arrays of that many, as the tracking agent publishes them."""
 
     async def run() -> tuple[list[tuple[bytes, dict[str, Any]]], dict[str, dict[bytes, bytes]]]:
         app = faust.App("test-proximity", store="memory://", broker="kafka://127.0.0.1:1")
@@ -325,8 +328,13 @@ def _run_agent(
             for k, v in rows.items():
                 app.tables[name].data[k] = v  # as restored from the changelog
         async with app.agents["proximity"].test_context() as agent:
-            for rec in positions:
-                await agent.put(orjson.dumps(rec), key=b"all")
+            recs = list(positions)
+            if per_message == 1:
+                for rec in recs:
+                    await agent.put(orjson.dumps(rec), key=b"all")
+            else:
+                for k in range(0, len(recs), per_message):
+                    await agent.put(orjson.dumps(recs[k : k + per_message]), key=b"all")
             # The agent writes its tables when offsets are committed, as Faust does next.
             for hook in app.collarstream_before_commit:
                 await hook()
@@ -374,6 +382,8 @@ def test_mother_and_cub_replay_and_live_agent_raise_the_same_few_alerts() -> Non
     )
     assert all(key == a["individual-local-identifier"].encode() for key, a in sent)
     assert set(tables["proximity_encounters"]) == {b'["cub","mother"]'}
+    # Positions published in arrays (as the worker does): the same alerts and tables.
+    assert _run_agent(positions, per_message=7) == (sent, tables)
     # A restart half-way (tables restored, memory empty) and a redelivered position:
     # the same alerts, no more.
     half = len(positions) // 2

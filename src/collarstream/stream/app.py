@@ -27,7 +27,6 @@ import logging
 import multiprocessing
 import os
 import time
-import weakref
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -35,7 +34,6 @@ from typing import Any
 import faust
 import numpy as np
 import orjson
-from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -166,7 +164,7 @@ def build_app(settings: Settings) -> CollarApp:
     app.collarstream_before_commit = []  # type: ignore[attr-defined]
     # A replayed clock (the demo) runs `speed` times faster: tick as often in its time.
     speed = settings.data_clock[2] if settings.data_clock else 1.0
-    on_record = install_watchers(
+    watchers = install_watchers(
         app,
         ctx,
         topic(names.positions),
@@ -279,13 +277,7 @@ def build_app(settings: Settings) -> CollarApp:
         rec: dict[str, Any] | None,
     ) -> None:
         if rec is not None:
-            # Tables write to the partition of the event being processed; after a batch
-            # `take_events` leaves none current, so borrow this animal's last event.
-            token = _current_event.set(weakref.ref(last))
-            try:
-                on_record(key, rec)
-            finally:
-                _current_event.reset(token)
+            watchers.on_record(key, rec, last)
         if steps is not None:
             await outputs["step"].send(key=key, value=steps)
         for kind, body in others:

@@ -1,15 +1,17 @@
 """Watchers that no single fix can trigger: silent collars (a timer) and proximity of
 two collared animals (a view across animals).
 
-* Silent collar. The tracking agent records each animal's last good fix in the
-  `animal_to_last_fix` table; a timer compares it with the wall clock and raises the
-  start of a silence the moment the collar has missed `silent_periods` intervals,
-  with the id and content the reducer gives the same silence once the collar speaks
-  again (`core.track.silent_collar_alert`): receivers see it once, and a replay of
+* Silent collar. The tracking agent records each animal's last good fix in memory and
+  in the `animal_to_last_fix` table (written before offsets are committed); a timer
+  compares it with the wall clock and raises the start of a silence the moment the
+  collar has missed `silent_periods` intervals, with the id and content the reducer
+  gives the same silence once the collar speaks again
+  (`core.track.silent_collar_alert`): receivers see it once, and a replay of
   the track has it too. The all clear comes from the reducer, with the next fix.
 * Proximity. The tracking agent sends each animal's newest good fix to the
-  `<prefix>.positions` topic under one key, so one agent (on one partition) sees every
-  animal's latest position and compares each new fix with the others' latest
+  `<prefix>.positions` topic under one key (every 50 ms, the new ones in one message,
+  in order), so one agent (on one partition) sees every animal's latest position and
+  compares each new fix with the others' latest
   (`core.proximity.close_to`: within 500 m and 1 h). Each close pair is a detection;
   `core.proximity.continue_encounters` groups them into encounters per pair of animals,
   and only an encounter's first detection raises alerts (`core.encounters`: one per
@@ -28,6 +30,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -40,6 +43,12 @@ from collarstream.core.encounters import encounter_alerts
 from collarstream.core.track import Context, TrackState, silent_collar_alert
 
 Send = Callable[[bytes, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Watchers:
+    on_record: Callable[[bytes, dict[str, Any], Any], None]
+    check_silence: Callable[[], Awaitable[None]]
 ALL = b"all"
 Pair = tuple[str, str]
 
@@ -129,10 +138,11 @@ def install_watchers(
     interval_s: float = 60.0,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     replayed_clock: bool = False,
-) -> Callable[[bytes, dict[str, Any]], None]:
+) -> Watchers:
     """Add the silence timer and the proximity agent to `app`. Returns the hook the
     tracking agent calls with an animal's newest good fix (`last_fix_record`) after an
-    advance changed its track, within the event whose partition the table write uses.
+    advance changed its track, and an event of the animal's partition (table writes);
+    and the timer's check, for tests.
 
     `replayed_clock`: `now_ms` runs faster than the wall clock (the demo replays days in
     minutes), so a second of worker lag is hours of it; the timer then judges silence
@@ -156,17 +166,40 @@ def install_watchers(
     pending: list[dict[str, Any]] = []
     raised: set[tuple[bytes, int]] = set()  # silences this process has raised
 
-    def on_record(key: bytes, rec: dict[str, Any]) -> None:
-        old = last_fix.get(key)
-        if old is not None and orjson.loads(old)["t_ms"] >= rec["t_ms"]:
+    # The newest good fix per animal: decoded here, written to `animal_to_last_fix` before
+    # the offsets are committed (as the track states are), not once per batch. Each
+    # dirty key keeps an event of its partition for the write.
+    mem_last: dict[bytes, dict[str, Any]] = {}
+    dirty_last: dict[bytes, Any] = {}
+
+    def on_record(key: bytes, rec: dict[str, Any], event: Any) -> None:
+        old = mem_last.get(key)
+        if old is None and (raw := last_fix.get(key)) is not None:
+            old = orjson.loads(raw)
+        if old is not None and old["t_ms"] >= rec["t_ms"]:
             return
-        last_fix[key] = orjson.dumps(rec)
+        mem_last[key] = rec
+        dirty_last[key] = event
         pending.append(rec)
+
+    def flush_last() -> None:
+        for key, event in dirty_last.items():
+            token = _current_event.set(weakref.ref(event))
+            try:
+                last_fix[key] = orjson.dumps(mem_last[key])
+            finally:
+                _current_event.reset(token)
+        dirty_last.clear()
 
     @app.timer(interval_s, name="silent_collars")
     async def silent_collars() -> None:
+        await check_silence()
+
+    async def check_silence() -> None:
         now = now_ms()
-        records = [(key, orjson.loads(raw)) for key, raw in list(last_fix.items())]
+        stored = {key: raw for key, raw in list(last_fix.items()) if key not in mem_last}
+        records = [(key, orjson.loads(raw)) for key, raw in stored.items()]
+        records += list(mem_last.items())
         if replayed_clock and records:
             now = min(now, max(rec["received_ms"] for _, rec in records))
         # Collars on a schedule, not raised yet; judged all at once.
@@ -206,11 +239,12 @@ def install_watchers(
 
     @app.timer(0.05, name="publish_positions")
     async def publish_positions() -> None:
-        while pending:
+        # One message per tick with every new position (a JSON array, in order): a
+        # message per position was a produce, a fetch and a Faust event per fix.
+        if pending:
             batch = pending[:]
             del pending[: len(batch)]
-            for rec in batch:
-                await positions_topic.send(key=ALL, value=orjson.dumps(rec))
+            await positions_topic.send(key=ALL, value=orjson.dumps(batch))
 
     def load() -> None:
         nonlocal loaded, mem_latest
@@ -248,6 +282,7 @@ def install_watchers(
     async def flush_before_commit() -> None:
         await app.producer.flush()  # the alerts of the encounters written next are out
         flush()
+        flush_last()
 
     if not hasattr(app, "collarstream_before_commit"):
         app.collarstream_before_commit = []  # type: ignore[attr-defined]
@@ -256,6 +291,8 @@ def install_watchers(
     async def forget(*_: Any, **__: Any) -> None:
         nonlocal loaded
         flush()
+        flush_last()
+        mem_last.clear()  # another worker may own those animals next: the table is the truth
         loaded = False  # another worker may own the positions next: reload from the tables
 
     app.on_partitions_revoked.connect(forget)
@@ -266,29 +303,33 @@ def install_watchers(
         async for value in stream:
             if not loaded:
                 load()
-            rec = orjson.loads(value)
-            others, dist = mem_latest.close_to(rec)
-            was = mem_latest.get(rec["animal"])
             write_ctx[0] = stream.current_event
-            if was is None or was["t_ms"] <= rec["t_ms"]:  # not a redelivered older one
-                mem_latest.put(rec)
-                dirty_latest[rec["animal"].encode()] = value
-            if not others:
-                continue
-            starts, changed = proximity.continue_encounters(
-                mem_open,
-                [rec["animal"]] * len(others),
-                [o["animal"] for o in others],
-                np.full(len(others), rec["t_ms"], np.int64),
-                np.array([o["t_ms"] for o in others], dtype=np.int64),
-            )
-            for k in np.flatnonzero(starts).tolist():
-                for alert in encounter_alerts(rec, others[k], dist[k]):
-                    await send_alert(alert["individual-local-identifier"].encode(), alert)
-            # Only with the alerts handed to the producer: a crash before this re-raises
-            # the same ids, which receivers drop.
-            for pair, state in changed.items():
-                mem_open[pair] = state
-                dirty_pairs[pair] = state
+            recs = orjson.loads(value)
+            for rec in [recs] if isinstance(recs, dict) else recs:
+                await _position(rec)
 
-    return on_record
+    async def _position(rec: dict[str, Any]) -> None:
+        others, dist = mem_latest.close_to(rec)
+        was = mem_latest.get(rec["animal"])
+        if was is None or was["t_ms"] <= rec["t_ms"]:  # not a redelivered older one
+            mem_latest.put(rec)
+            dirty_latest[rec["animal"].encode()] = orjson.dumps(rec)
+        if not others:
+            return
+        starts, changed = proximity.continue_encounters(
+            mem_open,
+            [rec["animal"]] * len(others),
+            [o["animal"] for o in others],
+            np.full(len(others), rec["t_ms"], np.int64),
+            np.array([o["t_ms"] for o in others], dtype=np.int64),
+        )
+        for k in np.flatnonzero(starts).tolist():
+            for alert in encounter_alerts(rec, others[k], dist[k]):
+                await send_alert(alert["individual-local-identifier"].encode(), alert)
+        # Only with the alerts handed to the producer: a crash before this re-raises
+        # the same ids, which receivers drop.
+        for pair, state in changed.items():
+            mem_open[pair] = state
+            dirty_pairs[pair] = state
+
+    return Watchers(on_record, check_silence)
