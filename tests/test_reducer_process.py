@@ -39,8 +39,9 @@ def _message(animal: str, k: int) -> bytes:
     """Fix k as the fixes topic carries it (wire.encode_batch)."""
     b = _fix(k)
     t = int(b.t_ms[0])
-    return encode_batch(animal, [Fix(animal, "", t, float(b.lon[0]), float(b.lat[0]), 1.0, 8.0,
-                                     float("nan"), t)])
+    return encode_batch(
+        animal, [Fix(animal, "", t, float(b.lon[0]), float(b.lat[0]), 1.0, 8.0, float("nan"), t)]
+    )
 
 
 def _alone(animal: str, ks: list[int]) -> TrackState:
@@ -67,13 +68,16 @@ def test_only_confirmed_versions_are_written_even_while_a_later_batch_is_reduced
 def test_versions_wait_for_their_own_confirmation_when_reduce_runs_ahead() -> None:
     """The worker reduces up to a few batches ahead of sending their outputs."""
     r = ReducerState(CTX)
-    seqs = [r.reduce([(b"a", Seed(None) if k == 0 else None, [_message("a", k)])], [])[0]
-            for k in range(4)]
+    seqs = [
+        r.reduce([(b"a", Seed(None) if k == 0 else None, [_message("a", k)])], [])[0]
+        for k in range(4)
+    ]
     r.confirm([(b"a", seqs[0])])
     assert r.encode([]) == {b"a": state_codec.encode(_alone("a", [0]))}
     # Batches 1 and 2 sent: the newest of them is written; 3 waits.
     assert r.encode([(b"a", seqs[1]), (b"a", seqs[2])]) == {
-        b"a": state_codec.encode(_alone("a", [0, 1, 2]))}
+        b"a": state_codec.encode(_alone("a", [0, 1, 2]))
+    }
     assert list(r.versions[b"a"]) == [seqs[3]]
 
 
@@ -81,8 +85,10 @@ def test_seeds_restore_table_states_and_repeats_report_no_newer_fix() -> None:
     r = ReducerState(CTX)
     stored = _alone("b", [0, 1])
     seq, out = r.reduce(
-        [(b"b", Seed(state_codec.encode(stored)), [_message("b", 1)]),  # a redelivery
-         (b"c", Seed(None), [_message("c", 0)])],
+        [
+            (b"b", Seed(state_codec.encode(stored)), [_message("b", 1)]),  # a redelivery
+            (b"c", Seed(None), [_message("c", 0)]),
+        ],
         [],
     )
     (steps_b, others_b, rec_b), (_, _, rec_c) = out
@@ -113,8 +119,9 @@ def test_the_child_process_reduces_and_writes_to_the_table() -> None:
         proc = ReducerProcess(table, functools.partial(Context, None))
         try:
             proc.start().result(timeout=60)
-            seq, out = await proc.reduce([(b"a", [_message("a", 0), _message("a", 1)]),
-                                          (b"b", [_message("b", 1)])])
+            seq, out = await proc.reduce(
+                [(b"a", [_message("a", 0), _message("a", 1)]), (b"b", [_message("b", 1)])]
+            )
             assert [len(o) for o in out] == [3, 3] and out[0][0] is not None  # a's step
             assert await proc.flush() == 0  # nothing sent yet
             event = _Event()

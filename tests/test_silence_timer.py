@@ -20,8 +20,16 @@ class _Event:
 
 
 def _rec(animal: str, t_ms: int) -> dict[str, Any]:
-    return {"animal": animal, "tag": "", "t_ms": t_ms, "lon": 77.0, "lat": 43.0,
-            "received_ms": t_ms, "interval_s": 4 * 3600.0, "delay_ms": 0}
+    return {
+        "animal": animal,
+        "tag": "",
+        "t_ms": t_ms,
+        "lon": 77.0,
+        "lat": 43.0,
+        "received_ms": t_ms,
+        "interval_s": 4 * 3600.0,
+        "delay_ms": 0,
+    }
 
 
 def test_timer_judges_the_newest_record_whether_in_memory_or_restored() -> None:
@@ -31,8 +39,13 @@ def test_timer_judges_the_newest_record_whether_in_memory_or_restored() -> None:
 
     async def run() -> tuple[list[bytes], dict[bytes, bytes]]:
         app = faust.App("test-silence", store="memory://", broker="kafka://127.0.0.1:1")
-        topic = app.topic("positions", key_type=bytes, value_type=bytes,
-                          key_serializer="raw", value_serializer="raw")
+        topic = app.topic(
+            "positions",
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
         sent: list[bytes] = []
 
         async def send(key: bytes, alert: dict[str, Any]) -> None:

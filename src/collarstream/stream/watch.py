@@ -49,6 +49,8 @@ Send = Callable[[bytes, dict[str, Any]], Awaitable[None]]
 class Watchers:
     on_record: Callable[[bytes, dict[str, Any], Any], None]
     check_silence: Callable[[], Awaitable[None]]
+
+
 ALL = b"all"
 Pair = tuple[str, str]
 
