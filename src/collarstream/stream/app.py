@@ -134,6 +134,7 @@ def build_app(settings: Settings) -> CollarApp:
         web_bind="127.0.0.1",
         web_tables_enabled=False,
         producer_linger=0.002,
+        broker_commit_interval=settings.commit_interval_s,
     )
     app.conf.collarstream_fetch_wait_ms = settings.fetch_wait_ms
     ctx = live_context(settings)
