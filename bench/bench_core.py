@@ -12,6 +12,9 @@ Prints medians over K repeats and the ratio against the baseline:
   crossings   CountryLayer.crossings            (steps/s; no baseline in this run)
   reducer     core.track.advance, whole track   fixes/s through the whole core
   reducer/12  advance in uploads of 12 fixes    fixes/s as the live agent calls it
+  reducer/all advance_many: 200 animals, one fix each per call, every detector on
+                                                vs advance one animal at a time (the
+                                                worker's way until session 4)
   kde512      kde_grid + 50/95 % isopleths, 100k fixes, 512x512 grid, h_ref
                                                 vs scipy gaussian_kde on the same 512x512
                                                 nodes (run on 1,000 fixes, scaled x100:
@@ -35,6 +38,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import shapely
@@ -49,8 +53,21 @@ from collarstream.core.homerange import (
 )
 from collarstream.core.quality import PROFILES
 from collarstream.core.steps import compute_steps
-from collarstream.core.track import Context, FixBatch, TrackConfig, TrackState, advance
-from collarstream.fences import default_urban_path, load_countries, load_fence_file
+from collarstream.core.track import (
+    Context,
+    FixBatch,
+    TrackConfig,
+    TrackState,
+    advance,
+    advance_many,
+)
+from collarstream.fences import (
+    border_lines,
+    default_urban_path,
+    load_countries,
+    load_fence_file,
+    load_protected_areas,
+)
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
@@ -134,6 +151,42 @@ def bench_reducer(ctx: Context, n: int, repeats: int, upload: int | None) -> Non
 
     secs = timed(run, repeats)
     row("reducer" if upload is None else f"reducer/{upload}", n, secs, None)
+
+
+def bench_reducer_many(ctx: Context, animals: int, rounds: int, repeats: int) -> None:
+    """A micro-batch as the live worker sees it: one new fix for each of many animals."""
+    walks = [walk(rounds + 20, seed=100 + a) for a in range(animals)]
+    nan1, one = np.full(1, np.nan), np.full(1, 1.5)
+
+    def batch(a: int, k: int) -> FixBatch:
+        lon, lat, t = walks[a]
+        return FixBatch(t[k : k + 1], lon[k : k + 1], lat[k : k + 1], one, nan1, t[k : k + 1])
+
+    def start() -> list[TrackState]:  # 20 fixes of history each, outside the timer
+        states = [TrackState.new(f"SL-{a:03d}", len(ctx.urban)) for a in range(animals)]
+        for k in range(20):
+            states = [s for s, _ in advance_many([(s, batch(a, k)) for a, s in enumerate(states)],
+                                                 ctx)]
+        return states
+
+    def together(states: list[TrackState]) -> None:
+        for k in range(20, 20 + rounds):
+            states = [s for s, _ in advance_many([(s, batch(a, k)) for a, s in enumerate(states)],
+                                                 ctx)]
+
+    def alone(states: list[TrackState]) -> None:
+        for k in range(20, 20 + rounds):
+            states = [advance(s, batch(a, k), ctx)[0] for a, s in enumerate(states)]
+
+    runs_many, runs_one = [], []
+    for _ in range(repeats):
+        for fn, runs in ((together, runs_many), (alone, runs_one)):
+            states = start()
+            t0 = time.perf_counter()
+            fn(states)
+            runs.append(time.perf_counter() - t0)
+    row("reducer/all", animals * rounds, statistics.median(runs_many),
+        statistics.median(runs_one))
 
 
 def bench_steps_movingpandas(m: int, repeats: int) -> None:
@@ -233,6 +286,8 @@ def main() -> None:
     bench_crossings(layer, min(args.fixes, 100_000), args.repeats)
     bench_reducer(ctx, min(args.fixes, 100_000), args.repeats, None)
     bench_reducer(ctx, 5_000, args.repeats, 12)
+    full = replace(ctx, borders=border_lines(layer), areas=load_protected_areas())
+    bench_reducer_many(full, 200, 10, args.repeats)
     bench_kde(100_000, args.repeats)
     bench_bandwidths(100_000, args.repeats)
 
