@@ -14,7 +14,8 @@ depend on which other fixes share the call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,23 +45,16 @@ class PointFacts:
     area_stay: BoolArray
 
     def rows(self, lo: int, hi: int) -> PointFacts:
-        b = self.border
-        return PointFacts(
-            self.country[lo:hi],
-            None
-            if b is None
-            else BorderDistance(
-                b.dist_m[lo:hi],
-                b.neighbour[lo:hi],
-                b.azimuth_deg[lo:hi],
-                b.lon[lo:hi],
-                b.lat[lo:hi],
-            ),
-            self.zone_enter[lo:hi],
-            self.zone_stay[lo:hi],
-            self.area_enter[lo:hi],
-            self.area_stay[lo:hi],
-        )
+        border = None if self.border is None else _rows(self.border, lo, hi)
+        return replace(_rows(self, lo, hi, skip=("border",)), border=border)
+
+
+def _rows(columns: Any, lo: int, hi: int, skip: tuple[str, ...] = ()) -> Any:
+    """Rows [lo, hi) of a dataclass whose fields are arrays of one row per item."""
+    return replace(
+        columns,
+        **{f.name: getattr(columns, f.name)[lo:hi] for f in fields(columns) if f.name not in skip},
+    )
 
 
 def point_facts(
@@ -111,13 +105,5 @@ def step_crossings(
 def crossing_rows(x: Crossings, lo: int, hi: int) -> Crossings:
     """The crossings of steps [lo, hi), renumbered from 0."""
     a, b = np.searchsorted(x.step, [lo, hi])
-    return Crossings(
-        x.step[a:b] - lo,
-        x.order[a:b],
-        x.count[a:b],
-        x.frac[a:b],
-        x.lon[a:b],
-        x.lat[a:b],
-        x.from_idx[a:b],
-        x.to_idx[a:b],
-    )
+    rows = _rows(x, int(a), int(b))
+    return replace(rows, step=rows.step - lo)

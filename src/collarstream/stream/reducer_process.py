@@ -193,7 +193,6 @@ class ReducerProcess:
         # Key -> an event of its partition: Faust writes a table key to the partition of
         # the current event, so the flush borrows the last one seen.
         self._events: dict[bytes, Any] = {}
-        self.writes = 0
 
     def start(self) -> concurrent.futures.Future[int]:
         """Start the child now (it takes seconds to load the context), not on the first batch."""
@@ -232,7 +231,6 @@ class ReducerProcess:
                 self._table[key] = raw
             finally:
                 _current_event.reset(token)
-        self.writes += len(encoded)
         return len(encoded)
 
     async def drop(self) -> None:
