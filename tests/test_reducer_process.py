@@ -140,28 +140,3 @@ def test_the_child_process_reduces_and_writes_to_the_table() -> None:
     table = asyncio.run(run())
     assert table[b"a"] == state_codec.encode(_alone("a", [0, 1]))
     assert table[b"b"] == state_codec.encode(_alone("b", [0, 1, 2]))
-
-
-def test_commit_waits_for_batches_handed_over_before_it_not_for_an_empty_queue() -> None:
-    """stream.app's handover between the tracking agent and the emitter: a commit's
-    drain waits for what was put before it, so outputs of acked events are sent, and
-    does not wait for a queue that a busy agent keeps filling."""
-    from collarstream.stream.app import _Handover
-
-    async def run() -> list[str]:
-        h, log = _Handover(4), []
-        await h.put("b1")
-        await h.put("b2")
-        drain = asyncio.create_task(h.drain())
-        await asyncio.sleep(0)  # the commit begins
-        await h.put("b3")  # after the commit began: not waited for
-        for _ in range(2):
-            await asyncio.sleep(0)
-            assert not drain.done()
-            log.append(await h.get())
-            h.done()
-        await asyncio.wait_for(drain, timeout=1)
-        log.append("drained")
-        return log
-
-    assert asyncio.run(run()) == ["b1", "b2", "drained"]

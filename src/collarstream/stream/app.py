@@ -1,13 +1,15 @@
 """The Faust app: raw fixes -> validated fixes -> steps, alerts, home ranges.
 
-Two agents, both on micro-batches (`take_events(n, within=...)`):
+Two agents, each only putting events into a coalescer that a task of its own empties
+whenever it is free (`stream.coalesce`: micro-batches as large as the backlog, and no
+wait for a batch to fill when idle):
 
 * `validate_fix` reads the raw topic (a fix or a collar upload per message), sends
   what breaks the contract to the dead-letter topic with the reason and the original
   bytes, and re-keys valid fixes by animal onto the fixes topic, one message per
   animal per batch. The raw topic cannot be trusted to be keyed by animal; this hop
   is what makes the next one's table partitioning correct.
-* `track_fix` reads the fixes topic, groups a batch by animal and has the pure reducer
+* `track_fix` reads the fixes topic; its task groups a batch by animal and has the pure reducer
   (`core.track.advance_many`, all animals of the batch at once) run in a process of
   its own (`stream.reducer_process`), which keeps the states decoded; they reach the
   `animal_to_track` table once per commit interval, before the offsets are
@@ -47,6 +49,7 @@ from collarstream.fences import (
     load_fence_file,
     load_protected_areas,
 )
+from collarstream.stream.coalesce import Coalescer
 from collarstream.stream.delivery_agents import install_delivery
 from collarstream.stream.reducer_process import ReducerProcess
 from collarstream.stream.topics import TopicNames
@@ -184,35 +187,64 @@ def build_app(settings: Settings) -> CollarApp:
     reducer = ReducerProcess(animal_to_track, functools.partial(live_context, settings))
     reducer.start()
 
+    # Each agent only puts its events into a coalescer; a task takes everything pending
+    # whenever it is free, so micro-batches are as large as the backlog (see
+    # stream.coalesce). Events are acked when put, so every offset commit first waits for
+    # the outputs of what was put before it (the first commit hooks).
+    raw_in: Coalescer[Any] = Coalescer(settings.batch_max)
+    fixes_in: Coalescer[Any] = Coalescer(settings.batch_max)
     # Reducing batch N+1 (in the reducer's process) overlaps sending batch N's outputs
-    # (here): the agent hands each reduced batch to the emitter and takes the next. The
-    # events of N are then acked before their outputs are sent, so every offset commit
-    # first waits for what was handed over before it (the first commit hook).
-    emit_queue = _Handover(EMIT_QUEUE)
+    # (the emitter): the reducer runs ahead by at most EMIT_QUEUE batches.
+    reduced: asyncio.Queue[Any] = asyncio.Queue(EMIT_QUEUE)
 
     async def flush_states() -> None:
         await app.producer.flush()  # the outputs of the states written next are out
         await reducer.flush()
 
-    app.collarstream_before_commit.append(flush_states)  # type: ignore[attr-defined]
+    app.collarstream_before_commit += [  # type: ignore[attr-defined]
+        raw_in.drain,
+        fixes_in.drain,
+        flush_states,
+    ]
 
     @app.on_partitions_revoked.connect
     async def _states_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         # Faust has committed (through flush_states) and waited for the agents; write
         # anything left and forget: the next owner restores from the changelog.
-        await emit_queue.drain()
+        await fixes_in.drain()
         await reducer.flush()
         await reducer.drop()
 
     @app.on_partitions_assigned.connect
     async def _states_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        await emit_queue.drain()
+        await fixes_in.drain()
         await reducer.flush()
         await reducer.drop()
 
     @app.agent(raw, name="validate_fix")
     async def validate_fix(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+        async for event in stream.events():
+            await raw_in.put(event)
+
+    @app.agent(fixes, name="track_fix")
+    async def track_fix(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await fixes_in.put(event)
+
+    async def crash_on_error(stage: Any) -> None:
+        # A crashed task would leave a worker that looks alive and tracks nothing (Faust
+        # does not restart it), and a dead reducer process took the states with it.
+        # Stop, so that a supervisor restarts from the table; an output not sent must
+        # not be committed past.
+        try:
+            await stage()
+        except Exception as exc:
+            await app.crash(exc)
+            raise
+
+    async def validate() -> None:
+        while True:
+            mark, events = await raw_in.take()
             by_animal: dict[str, list[Fix]] = defaultdict(list)
             for ev in events:
                 msg = ev.message
@@ -232,42 +264,41 @@ def build_app(settings: Settings) -> CollarApp:
                     await dlq.send(key=msg.key, value=orjson.dumps(record))
             for animal, items in by_animal.items():
                 await fixes.send(key=animal.encode(), value=encode_batch(animal, items))
+            raw_in.done(mark)
 
-    @app.agent(fixes, name="track_fix")
-    async def track_fix(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+    async def track() -> None:
+        while True:
+            mark, events = await fixes_in.take()
             grouped: dict[bytes, list[Any]] = defaultdict(list)
             for ev in events:
                 grouped[ev.message.key].append(ev)
-            try:
-                seq, results = await reducer.reduce(
-                    [(key, [ev.message.value for ev in evs]) for key, evs in grouped.items()]
-                )
-            except Exception as exc:
-                # A crashed agent would leave a worker that looks alive and tracks
-                # nothing (Faust does not restart it); a dead reducer process took the
-                # states with it. Stop, so that a supervisor restarts from the table.
-                await app.crash(exc)
-                raise
+            seq, results = await reducer.reduce(
+                [(key, [ev.message.value for ev in evs]) for key, evs in grouped.items()]
+            )
             batch = [
                 (key, evs[-1], result)
                 for (key, evs), result in zip(grouped.items(), results, strict=True)
             ]
-            await emit_queue.put((seq, batch))
+            await reduced.put((mark, seq, batch))
+
+    async def emit() -> None:
+        while True:
+            mark, seq, batch = await reduced.get()
+            for key, last, (steps, others, rec) in batch:
+                await _emit(key, last, seq, steps, others, rec)
+            fixes_in.done(mark)
+
+    @app.task
+    async def validator() -> None:
+        await crash_on_error(validate)
+
+    @app.task
+    async def tracker() -> None:
+        await crash_on_error(track)
 
     @app.task
     async def emitter() -> None:
-        while True:
-            seq, batch = await emit_queue.get()
-            try:
-                for key, last, (steps, others, rec) in batch:
-                    await _emit(key, last, seq, steps, others, rec)
-            except Exception as exc:
-                await app.crash(exc)  # an output not sent must not be committed past
-                raise
-            emit_queue.done()
-
-    app.collarstream_before_commit.insert(0, emit_queue.drain)  # type: ignore[attr-defined]
+        await crash_on_error(emit)
 
     async def _emit(
         key: bytes,
@@ -320,35 +351,6 @@ def build_app(settings: Settings) -> CollarApp:
     install_delivery(app, settings, names)
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app
-
-
-class _Handover:
-    """A bounded queue whose `drain` waits for the items put before it was called, not
-    for an empty queue (which a busy producer of items might never leave)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
-        self._put = 0
-        self._done = 0
-        self._progress = asyncio.Event()
-
-    async def put(self, item: Any) -> None:
-        await self._queue.put(item)
-        self._put += 1
-
-    async def get(self) -> Any:
-        return await self._queue.get()
-
-    def done(self) -> None:
-        """The item last got is finished."""
-        self._done += 1
-        self._progress.set()
-
-    async def drain(self) -> None:
-        target = self._put
-        while self._done < target:
-            self._progress.clear()
-            await self._progress.wait()
 
 
 def _received_ms(msg: Any) -> int:
