@@ -26,7 +26,14 @@ from collarstream.core.approach import (
 )
 from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer
-from collarstream.core.excursion import Cache, excursions, prune_cache, reference_range
+from collarstream.core.excursion import (
+    Cache,
+    ReferenceRange,
+    edge_nodes,
+    excursions,
+    prune_cache,
+    reference_range,
+)
 from collarstream.core.geodesy import forward, inverse
 from collarstream.core.immobility import ImmobilityCarry, immobility
 from collarstream.core.proximity import close_pairs, close_to
@@ -315,11 +322,18 @@ def test_reference_range_is_the_direct_95_kde_and_its_hysteresis(
         d2 = (px[:, None] - x) ** 2 + (py[:, None] - y) ** 2
         return np.exp(-0.5 * d2 / h**2).sum(axis=1) / (2 * math.pi * h * h * n)
 
-    gx, gy = np.meshgrid(np.linspace(x.min() - 4 * h, x.max() + 4 * h, 400),
-                         np.linspace(y.min() - 4 * h, y.max() + 4 * h, 400))
-    fine = np.concatenate([density(a, b) for a, b in
-                           zip(np.array_split(gx.ravel(), 40), np.array_split(gy.ravel(), 40),
-                               strict=True)])
+    gx, gy = np.meshgrid(
+        np.linspace(x.min() - 4 * h, x.max() + 4 * h, 400),
+        np.linspace(y.min() - 4 * h, y.max() + 4 * h, 400),
+    )
+    fine = np.concatenate(
+        [
+            density(a, b)
+            for a, b in zip(
+                np.array_split(gx.ravel(), 40), np.array_split(gy.ravel(), 40), strict=True
+            )
+        ]
+    )
     d = np.sort(fine)[::-1]
     thr = float(d[np.searchsorted(np.cumsum(d) / d.sum(), 0.95)])
     px = rng.uniform(x.min() - 3 * h, x.max() + 3 * h, 3000)
@@ -332,11 +346,69 @@ def test_reference_range_is_the_direct_95_kde_and_its_hysteresis(
     np.testing.assert_array_equal(enter[clear], (dq >= thr)[clear])
     top_x, top_y = gx.ravel()[fine >= thr], gy.ravel()[fine >= thr]
     out = dq < thr
-    dist = np.array([np.hypot(top_x - a, top_y - b).min() for a, b in
-                     zip(px[out], py[out], strict=True)])
+    dist = np.array(
+        [np.hypot(top_x - a, top_y - b).min() for a, b in zip(px[out], py[out], strict=True)]
+    )
     band = 1.5 * ref.cell + 1.5 * (gx[0, 1] - gx[0, 0])
     near, far = dist < ref.hysteresis_m - band, dist > ref.hysteresis_m + band
     assert stay[out][near].all() and not stay[out][far].any()
+
+
+@given(seed=st.integers(0, 2**32 - 1), blobs=st.integers(1, 4))
+@settings(max_examples=200, deadline=None)
+def test_hysteresis_measured_to_edge_nodes_is_to_every_inside_node(seed: int, blobs: int) -> None:
+    """ReferenceRange.masks measures a point's distance only to the inside set's edge
+    nodes: for every point not inside, that is its distance to the nearest inside node
+    of all (brute force), holes and several patches included."""
+    rng = np.random.default_rng(seed)
+    ny, nx = int(rng.integers(8, 40)), int(rng.integers(8, 40))
+    jj, ii = np.mgrid[0:ny, 0:nx]
+    density = np.zeros((ny, nx))
+    for _ in range(blobs):
+        cx, cy, r = rng.uniform(0, nx), rng.uniform(0, ny), rng.uniform(1, 8)
+        density += np.exp(-((ii - cx) ** 2 + (jj - cy) ** 2) / (2 * r * r))
+    level = float(rng.uniform(0.2, 0.9)) * density.max()
+    inside = density >= level
+    cell, hyst = 100.0, float(rng.uniform(50, 1500))
+    ref = ReferenceRange(
+        lambda lo, la: (np.asarray(lo), np.asarray(la)),  # the grid's metres themselves
+        0.0,
+        0.0,
+        cell,
+        density,
+        level,
+        edge_nodes(inside),
+        hyst,
+    )
+    px = rng.uniform(-5, nx + 5, 400) * cell
+    py = rng.uniform(-5, ny + 5, 400) * cell
+    enter, stay = ref.masks(px, py)
+    nodes_j, nodes_i = np.nonzero(inside)
+    d = np.hypot(px[:, None] / cell - nodes_i, py[:, None] / cell - nodes_j).min(axis=1) * cell
+    out = ~enter
+    assert out.any()
+    np.testing.assert_array_equal(stay[out], d[out] <= hyst)
+    assert stay[enter].all()
+
+
+def test_hysteresis_counts_a_node_whose_only_outside_neighbour_is_diagonal() -> None:
+    """A point near an inside node q whose one outside neighbour is diagonal (bilinear
+    density below the level there) is 0.57 cells from q: within a 0.6-cell hysteresis.
+    Edge nodes by 4 neighbours would miss q and measure 0.72 cells."""
+    density = np.full((6, 6), 1.05)
+    density[3, 3] = 0.0  # q = node (i=2, j=2); the hole is its diagonal neighbour
+    ref = ReferenceRange(
+        lambda lo, la: (np.asarray(lo), np.asarray(la)),
+        0.0,
+        0.0,
+        1.0,
+        density,
+        1.0,
+        edge_nodes(density >= 1.0),
+        0.6,
+    )
+    enter, stay = ref.masks(np.array([2.4]), np.array([2.4]))
+    assert not enter[0] and stay[0]
 
 
 def test_reference_needs_enough_fixes_and_is_keyed_by_content() -> None:
