@@ -168,12 +168,17 @@ def border_distance(
         return out
     pc_row = pc % (lines.pieces.size // 2)  # both labelled copies share coordinates
     nseg = lines.offset[pc_row + 1] - lines.offset[pc_row] - 1
+    # Each vertex of a (fix, piece) pair once (a segment's end is the next one's start):
+    # the geodesics to the vertices are most of this function's time.
+    nv = nseg + 1
+    first_v = np.cumsum(nv) - nv
+    vert_pair = np.repeat(np.arange(fix.size), nv)
+    v = lines.offset[pc_row][vert_pair] + np.arange(nv.sum()) - first_v[vert_pair]
+    xv, yv = _frame(lon[fix[vert_pair]], lat[fix[vert_pair]], lines.coords[v])
     seg_pair = np.repeat(np.arange(fix.size), nseg)
-    k = np.arange(nseg.sum()) - np.repeat(np.cumsum(nseg) - nseg, nseg)
-    v0 = lines.offset[pc_row][seg_pair] + k
+    i0 = first_v[seg_pair] + np.arange(nseg.sum()) - np.repeat(np.cumsum(nseg) - nseg, nseg)
     f = fix[seg_pair]
-    x0, y0 = _frame(lon[f], lat[f], lines.coords[v0])
-    x1, y1 = _frame(lon[f], lat[f], lines.coords[v0 + 1])
+    x0, y0, x1, y1 = xv[i0], yv[i0], xv[i0 + 1], yv[i0 + 1]
     dx, dy = x1 - x0, y1 - y0
     dd = dx * dx + dy * dy
     t = np.clip(np.divide(-(x0 * dx + y0 * dy), dd, out=np.zeros_like(dd), where=dd > 0), 0, 1)
