@@ -36,6 +36,7 @@ from typing import Any
 import faust
 import numpy as np
 import orjson
+from aiokafka.partitioner import DefaultPartitioner
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -262,9 +263,22 @@ def build_app(settings: Settings) -> CollarApp:
                         _received_ms(msg),
                     )
                     await dlq.send(key=msg.key, value=orjson.dumps(record))
+            owned = app.consumer.assignment() if settings.local_handoff else set()
             for animal, items in by_animal.items():
-                await fixes.send(key=animal.encode(), value=encode_batch(animal, items))
+                key, value = animal.encode(), encode_batch(animal, items)
+                local = _LocalBatch(key, value, names.fixes, fixes_partition(key))
+                if TP(local.topic, local.partition) in owned:
+                    await fixes_in.put(local)  # see _LocalBatch
+                else:
+                    await fixes.send(key=key, value=value)
             raw_in.done(mark)
+
+    partitioner = DefaultPartitioner()
+    all_partitions = list(range(settings.partitions))
+
+    def fixes_partition(key: bytes) -> int:
+        """The fixes topic's partition of a key, as the producer would choose it."""
+        return int(partitioner(key, all_partitions, all_partitions))
 
     async def track() -> None:
         while True:
@@ -351,6 +365,27 @@ def build_app(settings: Settings) -> CollarApp:
     install_delivery(app, settings, names)
     app.collarstream_topics = names  # type: ignore[attr-defined]
     return app
+
+
+class _LocalBatch:
+    """A validated batch whose fixes-topic partition this worker owns: the tracking
+    stage takes it in process instead of through the broker (a produce, a fetch and a
+    Faust event saved, and a round trip off every alert's latency). It stands in for
+    the fixes-topic event it skips: the same key, value, topic and partition, so its
+    state and last fix are written to the table partitions the event's would have been.
+    Commits stay safe: validating is done with a raw event only once its local batches
+    are in the tracking coalescer, which every commit drains next. Batches of the same
+    animal arriving through the broker (from another worker) may overtake or trail it;
+    the reducer's results do not depend on arrival order."""
+
+    __slots__ = ("__weakref__", "key", "partition", "topic", "value")
+
+    def __init__(self, key: bytes, value: bytes, topic: str, partition: int) -> None:
+        self.key, self.value, self.topic, self.partition = key, value, topic, partition
+
+    @property
+    def message(self) -> _LocalBatch:
+        return self
 
 
 def _received_ms(msg: Any) -> int:
