@@ -18,12 +18,13 @@ import numpy as np
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
+from kafka import KafkaConsumer, TopicPartition
 
 from collarstream.config import from_env
 from collarstream.core.track import TrackState, advance
 from collarstream.simulate import simulate
 from collarstream.stream import state_codec
-from collarstream.stream.app import live_context
+from collarstream.stream.app import TRACKED_BY, live_context
 from collarstream.stream.topics import TopicNames, consume_all, produce_json
 from collarstream.stream.worker import spawn_worker, stop_worker
 from collarstream.timefmt import iso
@@ -100,6 +101,20 @@ def _changelog_states(bootstrap: str, topic: str, want: dict[str, TrackState]) -
     return latest
 
 
+def _header_values(bootstrap: str, topic: str, name: str) -> list[bytes | None]:
+    """Per record of `topic` (from the beginning): the value of its header `name`."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        return [dict(r.headers).get(name) for r in consumer]
+    finally:
+        consumer.close()
+
+
 def _final(alerts: list[dict]) -> dict[str, dict]:
     """Alerts left standing once withdrawals are applied (later versions win)."""
     out: dict[str, dict] = {}
@@ -162,13 +177,14 @@ def test_live_pipeline_alerts_dead_letters_and_schemas(
         validators["step"].validate(s)
     for h in ranges:
         validators["home-range"].validate(h)
-    if worker:  # the one worker owns every partition: no batch needs the broker
+    if worker:  # a lone worker owns every partition, and no delivery reads the topic
         assert fixes == []
     else:
         for f in fixes:
             validators["fix-batch"].validate(f)
         n_valid = sum(len(orjson.loads(v)) for _, v in messages)
         assert sum(len(f["t_ms"]) for f in fixes) >= n_valid  # at-least-once: no loss
+        assert not any(_header_values(kafka_bootstrap, topics.fixes, TRACKED_BY))
     assert np.all([a["fix-age_s"] >= 0 for a in final.values()])
 
     # The track table reaches its changelog (written from the worker's in-memory states
@@ -182,3 +198,15 @@ def test_live_pipeline_alerts_dead_letters_and_schemas(
         np.testing.assert_array_equal(got.t_ms, want.t_ms)
         np.testing.assert_array_equal(got.flags, want.flags)
         assert set(got.emitted) == set(want.emitted)
+
+
+def test_the_tracking_agent_knows_its_own_marked_copies() -> None:
+    """Headers as aiokafka gives them (pairs) or as a mapping; another instance's mark,
+    or none, is not this worker's."""
+    from collarstream.stream.app import _tracked
+
+    mine, other = (TRACKED_BY, b"a1"), (TRACKED_BY, b"b2")
+    assert _tracked([("x", b"1"), mine], mine)
+    assert _tracked({TRACKED_BY: b"a1"}, mine)
+    assert not _tracked([other], mine)
+    assert not _tracked(None, mine) and not _tracked([], mine)

