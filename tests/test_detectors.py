@@ -439,6 +439,16 @@ def test_excursion_suffix_with_carry_equals_whole(r: int) -> None:
 # ------------------------------------------------------------------ immobility
 
 
+def test_ecef_is_projs_geocentric_conversion() -> None:
+    from collarstream.core.immobility import ecef
+
+    rng = np.random.default_rng(11)
+    lon, lat = rng.uniform(-180, 180, 5000), rng.uniform(-90, 90, 5000)
+    to_ecef = Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
+    want = np.column_stack(to_ecef.transform(lon, lat, np.zeros_like(lon)))
+    np.testing.assert_allclose(ecef(lon, lat), want, rtol=0, atol=1e-6)
+
+
 def _dead_after(
     moving: int, still_h: float, every_h: float = 4.0, jitter_m: float = 20.0
 ) -> tuple[np.ndarray, ...]:
