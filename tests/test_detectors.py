@@ -24,7 +24,8 @@ from collarstream.core.approach import (
     approach,
     border_distance,
 )
-from collarstream.core.areas import ProtectedAreas
+from collarstream.core.areas import ProtectedAreas, columns_membership
+from collarstream.core.areas import membership as area_membership
 from collarstream.core.countries import CountryLayer
 from collarstream.core.excursion import (
     Cache,
@@ -234,6 +235,43 @@ def test_area_jitter_at_the_edge_does_not_flap_and_exit_enter_fire_once() -> Non
     lon, lat = _west_of_border([-x for x in d])
     m = _square_areas().membership(lon, lat)
     assert m.exit_fix.tolist() == [6] and m.enter_fix.tolist() == [9]
+
+
+@given(
+    cols=st.integers(1, 4).flatmap(
+        lambda k: st.lists(
+            st.tuples(
+                st.lists(st.booleans(), min_size=k, max_size=k),
+                st.lists(st.booleans(), min_size=k, max_size=k),
+            ),
+            min_size=1,
+            max_size=30,
+        ).map(lambda rows: (k, rows))
+    ),
+    carry=st.one_of(st.none(), st.lists(st.booleans(), min_size=4, max_size=4)),
+)
+@settings(max_examples=300, deadline=None)
+def test_areas_at_once_equal_area_by_area(cols, carry) -> None:
+    """columns_membership (all areas in one pass) is `membership` column by column:
+    inside, and exits and enters in the same (area, then fix) order; raw masks, so
+    "enter without stay" rows are covered too."""
+    k, rows = cols
+    enter = np.array([r[0] for r in rows], dtype=bool)
+    stay = np.array([r[1] for r in rows], dtype=bool)
+    c = None if carry is None else carry[:k]
+    got = columns_membership(enter, stay, c)
+    want_rows: list[list[np.ndarray]] = [[], [], [], []]
+    for a in range(k):
+        col, exits, enters = area_membership(enter[:, a], stay[:, a], None if c is None else c[a])
+        np.testing.assert_array_equal(got.inside[:, a], col)
+        want_rows[0].append(exits)
+        want_rows[1].append(np.full(exits.size, a))
+        want_rows[2].append(enters)
+        want_rows[3].append(np.full(enters.size, a))
+    for have, want in zip(
+        (got.exit_fix, got.exit_area, got.enter_fix, got.enter_area), want_rows, strict=True
+    ):
+        assert have.tolist() == np.concatenate(want).tolist()
 
 
 def test_area_first_fix_is_not_news_without_carry() -> None:

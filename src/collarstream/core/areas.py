@@ -12,7 +12,7 @@ Transitions: "exit" (inside -> outside, a warning: the animal has left protectio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,34 @@ class AreaMembership:
     enter_area: IntArray
 
 
+def columns_membership(
+    enter: npt.NDArray[np.bool_], stay: npt.NDArray[np.bool_], carry: Sequence[bool] | None
+) -> AreaMembership:
+    """`membership` of every column of (fixes, areas) masks at once (no loop over
+    areas); transitions come area by area, each in fix order, as column-wise calls
+    would give them."""
+    n, k = enter.shape
+    e = np.empty(0, dtype=np.int64)
+    if n == 0 or k == 0:
+        return AreaMembership(np.zeros((n, k), dtype=bool), e, e.copy(), e.copy(), e.copy())
+    prior = stay[0] if carry is None else np.asarray(carry, dtype=bool)
+    stay = stay | enter  # a fix that sets also keeps (see episodes.latch)
+    idx = np.arange(n)[:, None]
+    last_set = np.maximum.accumulate(np.where(enter, idx, -1), axis=0)
+    last_reset = np.maximum.accumulate(np.where(stay, -1, idx), axis=0)
+    inside = np.where((last_set == -1) & (last_reset == -1), prior[None, :], last_set > last_reset)
+    prev = np.vstack([inside[:1] if carry is None else prior[None, :], inside[:-1]])
+    exit_area, exit_fix = np.nonzero((~inside & prev).T)
+    enter_area, enter_fix = np.nonzero((inside & ~prev).T)
+    return AreaMembership(
+        inside,
+        exit_fix.astype(np.int64),
+        exit_area.astype(np.int64),
+        enter_fix.astype(np.int64),
+        enter_area.astype(np.int64),
+    )
+
+
 @dataclass(frozen=True)
 class ProtectedAreas:
     """Protected-area polygons (lon/lat) with ids and names."""
@@ -115,17 +143,10 @@ class ProtectedAreas:
         per area (enter, stay), when the caller has them already (core.fixfacts).
         """
         n, k = np.size(lon), len(self.fences)
-        inside = np.zeros((n, k), dtype=bool)
-        rows: list[list[IntArray]] = [[], [], [], []]
-        for a, fence in enumerate(self.fences):
-            enter, stay = (
-                inside_masks(fence, lon, lat) if masks is None else (masks[0][:, a], masks[1][:, a])
-            )
-            col, exits, enters = membership(enter, stay, None if carry is None else carry[a])
-            inside[:, a] = col
-            rows[0].append(exits)
-            rows[1].append(np.full(exits.size, a, dtype=np.int64))
-            rows[2].append(enters)
-            rows[3].append(np.full(enters.size, a, dtype=np.int64))
-        cat = [np.concatenate(r) if r else np.empty(0, np.int64) for r in rows]
-        return AreaMembership(inside, *(c.astype(np.int64) for c in cat))
+        if masks is None:
+            pairs = [inside_masks(fence, lon, lat) for fence in self.fences]
+            enter = np.column_stack([e for e, _ in pairs]) if k else np.zeros((n, 0), bool)
+            stay = np.column_stack([s for _, s in pairs]) if k else np.zeros((n, 0), bool)
+        else:
+            enter, stay = (np.asarray(m, dtype=bool).reshape(n, k) for m in masks)
+        return columns_membership(enter, stay, carry)
