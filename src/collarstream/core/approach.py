@@ -175,8 +175,10 @@ def border_distance(
     vert_pair = np.repeat(np.arange(fix.size), nv)
     v = lines.offset[pc_row][vert_pair] + np.arange(nv.sum()) - first_v[vert_pair]
     xv, yv = _frame(lon[fix[vert_pair]], lat[fix[vert_pair]], lines.coords[v])
-    seg_pair = np.repeat(np.arange(fix.size), nseg)
-    i0 = first_v[seg_pair] + np.arange(nseg.sum()) - np.repeat(np.cumsum(nseg) - nseg, nseg)
+    last_v = np.zeros(vert_pair.size, dtype=bool)
+    last_v[first_v + nv - 1] = True
+    i0 = np.flatnonzero(~last_v)  # each segment by its first vertex
+    seg_pair = vert_pair[i0]
     f = fix[seg_pair]
     x0, y0, x1, y1 = xv[i0], yv[i0], xv[i0 + 1], yv[i0 + 1]
     dx, dy = x1 - x0, y1 - y0

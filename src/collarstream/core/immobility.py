@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from collarstream.core.laea import A_M, FLATTENING
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -51,8 +53,7 @@ MIN_DURATION_S = 48 * 3600.0
 MIN_FIXES = 3
 COVERAGE_TOLERANCE_S = 6 * 3600.0
 
-_A = 6378137.0  # WGS84
-_E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563)
+_E2 = FLATTENING * (2.0 - FLATTENING)  # WGS84 e²
 
 
 def ecef(lon: FloatArray, lat: FloatArray) -> FloatArray:
@@ -62,7 +63,7 @@ def ecef(lon: FloatArray, lat: FloatArray) -> FloatArray:
     lam = np.radians(np.asarray(lon, np.float64))
     phi = np.radians(np.asarray(lat, np.float64))
     sin_phi, cos_phi = np.sin(phi), np.cos(phi)
-    n = _A / np.sqrt(1.0 - _E2 * sin_phi * sin_phi)
+    n = A_M / np.sqrt(1.0 - _E2 * sin_phi * sin_phi)
     return np.column_stack(
         [n * cos_phi * np.cos(lam), n * cos_phi * np.sin(lam), n * (1.0 - _E2) * sin_phi]
     ).reshape(-1, 3)
