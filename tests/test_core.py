@@ -218,6 +218,23 @@ def test_steps_match_per_row_geographiclib(track: tuple[np.ndarray, ...]) -> Non
             assert -180.0 < got.turn_deg[j] <= 180.0
 
 
+@given(tracks())
+@settings(max_examples=200, deadline=None)
+def test_steps_from_given_pair_geodesics_are_the_same(track: tuple[np.ndarray, ...]) -> None:
+    # The reducer hands compute_steps the geodesics of consecutive good fixes, computed
+    # for all animals at once: the steps must be those it computes itself, bit for bit.
+    t, lon, lat, good = track
+    idx = np.flatnonzero(good)
+    pairs = inverse(lon[idx[:-1]], lat[idx[:-1]], lon[idx[1:]], lat[idx[1:]])
+    own = compute_steps(t, lon, lat, good, 3 * 4 * 3600.0, 12.5, int(T0))
+    given_ = compute_steps(t, lon, lat, good, 3 * 4 * 3600.0, 12.5, int(T0), pair_inverse=pairs)
+    for name in own.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(given_, name), getattr(own, name), err_msg=name)
+    if idx.size > 1:
+        with pytest.raises(ValueError, match="consecutive good fixes"):
+            compute_steps(t, lon, lat, good, 3600.0, pair_inverse=tuple(a[1:] for a in pairs))
+
+
 def test_steps_units_and_bursts() -> None:
     # 1 degree of latitude at the equator is 110574.389 m; in an hour that is 30.7 m/s.
     t = T0 + np.array([0, 3600, 7200, 7200 + 86400, 7200 + 90000], dtype=np.int64) * 1000

@@ -14,7 +14,7 @@ depend on which other fixes share the call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ import numpy.typing as npt
 from collarstream.core.approach import BorderDistance, BorderLines, border_distance
 from collarstream.core.areas import ProtectedAreas, inside_masks
 from collarstream.core.countries import CountryLayer, Crossings, no_crossings
+from collarstream.core.frozen import evolve
 from collarstream.core.zones import UrbanFence
 
 FloatArray = npt.NDArray[np.float64]
@@ -46,12 +47,12 @@ class PointFacts:
 
     def rows(self, lo: int, hi: int) -> PointFacts:
         border = None if self.border is None else _rows(self.border, lo, hi)
-        return replace(_rows(self, lo, hi, skip=("border",)), border=border)
+        return evolve(_rows(self, lo, hi, skip=("border",)), border=border)
 
 
 def _rows(columns: Any, lo: int, hi: int, skip: tuple[str, ...] = ()) -> Any:
     """Rows [lo, hi) of a dataclass whose fields are arrays of one row per item."""
-    return replace(
+    return evolve(
         columns,
         **{f.name: getattr(columns, f.name)[lo:hi] for f in fields(columns) if f.name not in skip},
     )
@@ -106,4 +107,4 @@ def crossing_rows(x: Crossings, lo: int, hi: int) -> Crossings:
     """The crossings of steps [lo, hi), renumbered from 0."""
     a, b = np.searchsorted(x.step, [lo, hi])
     rows = _rows(x, int(a), int(b))
-    return replace(rows, step=rows.step - lo)
+    return evolve(rows, step=rows.step - lo)

@@ -47,13 +47,16 @@ def compute_steps(
     max_gap_s: float,
     prior_arrival_deg: float = np.nan,
     prior_burst_start_ms: int | None = None,
+    pair_inverse: tuple[FloatArray, FloatArray, FloatArray] | None = None,
 ) -> Steps:
     """Steps between consecutive good fixes of one animal (input sorted by time).
 
     A step longer than max_gap_s is not a step: it starts a new burst, and turning
     angles exist only inside a burst. `prior_*` carry the step that ended at the first
     good fix, so a track processed in pieces gives the same angles and burst ids as
-    the whole track.
+    the whole track. `pair_inverse`: `geodesy.inverse` of every pair of consecutive
+    good fixes, when the caller has it already (the reducer asks for all animals at
+    once); the same numbers, computed elsewhere.
     """
     idx = np.flatnonzero(good)
     if idx.size == 0:
@@ -68,7 +71,12 @@ def compute_steps(
         burst_of_fix = np.where(start_pos == 0, prior_burst_start_ms, burst_of_fix)
     keep = ~gap
     i0, i1 = idx[:-1][keep], idx[1:][keep]
-    dist, heading, arrival = inverse(lon[i0], lat[i0], lon[i1], lat[i1])
+    if pair_inverse is None:
+        dist, heading, arrival = inverse(lon[i0], lat[i0], lon[i1], lat[i1])
+    else:
+        if pair_inverse[0].size != max(idx.size - 1, 0):
+            raise ValueError("pair_inverse needs one row per pair of consecutive good fixes")
+        dist, heading, arrival = (a[keep] for a in pair_inverse)
     dt = dt_all[keep]
     speed = np.divide(dist, dt, out=np.zeros_like(dist), where=dt > 0)
     # Previous step's arrival direction, where the previous step joins this one.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ from collarstream.core import immobility as immobility_mod
 from collarstream.core import silence as silence_mod
 from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer, Crossings
+from collarstream.core.frozen import evolve
+from collarstream.core.geodesy import inverse
 from collarstream.core.steps import compute_steps, max_gap_seconds
 from collarstream.core.zones import UrbanFence, latch_levels
 from collarstream.timefmt import iso, iso_many
@@ -234,7 +236,7 @@ def _plan(state: TrackState, batch: FixBatch, ctx: Context) -> _Plan | None:
     # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
     changed = np.flatnonzero(merged.flags != flags)
     start = min(first_new, int(changed[0])) if changed.size else first_new
-    merged = replace(merged, flags=flags)
+    merged = evolve(merged, flags=flags)
     good_idx = np.flatnonzero(flags == 0)
     # Recompute from a few good fixes back; over-inclusion is harmless (diffed below).
     k = int(np.searchsorted(good_idx, start)) - CONTEXT_FIXES
@@ -250,6 +252,8 @@ class _Facts:
 
     points: fixfacts.PointFacts
     pairs: Crossings
+    # geodesy.inverse of each pair (distance, departure and arrival azimuths).
+    pair_inverse: tuple[FloatArray, FloatArray, FloatArray]
 
 
 def _facts(plans: Sequence[_Plan], ctx: Context) -> Iterator[_Facts]:
@@ -277,11 +281,15 @@ def _facts(plans: Sequence[_Plan], ctx: Context) -> Iterator[_Facts]:
     starts[pts[1:][some] - 1] = False
     ends = np.ones(lon.size, bool)
     ends[pts[:-1][some]] = False
-    pairs = fixfacts.step_crossings(ctx.countries, lon[starts], lat[starts], lon[ends], lat[ends])
+    x0, y0, x1, y1 = lon[starts], lat[starts], lon[ends], lat[ends]
+    pairs = fixfacts.step_crossings(ctx.countries, x0, y0, x1, y1)
+    geo = inverse(x0, y0, x1, y1)
     for k in range(len(plans)):
+        a, b = int(prs[k]), int(prs[k + 1])
         yield _Facts(
             points.rows(int(pts[k]), int(pts[k + 1])),
-            fixfacts.crossing_rows(pairs, int(prs[k]), int(prs[k + 1])),
+            fixfacts.crossing_rows(pairs, a, b),
+            (geo[0][a:b], geo[1][a:b], geo[2][a:b]),
         )
 
 
@@ -371,9 +379,7 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
         arrival_deg=put(state.arrival_deg, np.full(k, np.nan)),
         emitted=state.emitted,
         fix_type=None if np.isnan(ftype).all() else ftype,
-        det=None
-        if state.det is None
-        else put(state.det, new_dets(k, state.det.shape[1])),
+        det=None if state.det is None else put(state.det, new_dets(k, state.det.shape[1])),
     )
     return merged, first_new
 
@@ -382,8 +388,8 @@ def _content_order(
     t: IntArray, lon: FloatArray, lat: FloatArray, hdop: FloatArray, sats: FloatArray
 ) -> IntArray:
     """Total order on content, not arrival: time, ties broken by HDOP then position."""
-    if t.size == 1:
-        return np.zeros(1, np.int64)
+    if t.size == 1 or (t[1:] > t[:-1]).all():
+        return np.arange(t.size)  # already in order, no ties to break (the usual upload)
     return np.lexsort(
         (
             np.nan_to_num(sats, nan=-1),
@@ -401,7 +407,8 @@ def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
     n = b.t_ms.size
     lo = int(np.searchsorted(state.t_ms, b.t_ms.min())) if n else state.t_ms.size
     # (The live case, every fix later than the track: lo is the end and isin is skipped.)
-    old = lo + np.flatnonzero(np.isin(state.t_ms[lo:], b.t_ms))
+    n_old = state.t_ms.size
+    old = lo + np.flatnonzero(np.isin(state.t_ms[lo:], b.t_ms)) if lo < n_old else _NO_ROWS
     if old.size == 0 and (n < 2 or np.unique(b.t_ms).size == n):
         return np.arange(n, dtype=np.int64)  # no instant seen twice: every row is new
     seen = set(row_keys(state, old))
@@ -411,6 +418,9 @@ def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
             seen.add(key)
             fresh.append(i)
     return np.asarray(fresh, dtype=np.int64)
+
+
+_NO_ROWS = np.empty(0, np.int64)
 
 
 def row_keys(a: TrackState | FixBatch, idx: IntArray) -> list[tuple[Any, ...]]:
@@ -431,7 +441,7 @@ def _recompute(
     good[gi] = True
     zone, burst, arrival = s.zone.copy(), s.burst_ms.copy(), s.arrival_deg.copy()
     if gi.size == 0:
-        return replace(s, zone=zone), []
+        return evolve(s, zone=zone), []
     prior = np.flatnonzero(s.flags[:r] == 0)
     max_gap = max_gap_seconds(
         s.t_ms[s.flags == 0], profile.fix_interval_s, profile.burst_gap_intervals
@@ -446,6 +456,7 @@ def _recompute(
         max_gap,
         prior_arrival_deg=float(arrival[first]) if continues else np.nan,
         prior_burst_start_ms=int(burst[first]) if continues else None,
+        pair_inverse=facts.pair_inverse,
     )
     arrival[gi[1:]] = np.nan
     if not continues:
@@ -453,7 +464,10 @@ def _recompute(
     arrival[steps.i1] = steps.arrival_deg
     burst[steps.i0] = steps.burst_start_ms
     burst[steps.i1] = steps.burst_start_ms
-    lone = gi[~np.isin(gi, np.concatenate([steps.i0, steps.i1]))]
+    in_step = np.zeros(s.flags.size, bool)
+    in_step[steps.i0] = True
+    in_step[steps.i1] = True
+    lone = gi[~in_step[gi]]
     lone = lone[lone != first] if continues else lone  # `first` keeps the burst it continues
     burst[lone] = s.t_ms[lone]
     events = _step_events(s, steps)
@@ -469,7 +483,7 @@ def _recompute(
     events += _episode_events(s, gi, prior, steps, ctx, det, pf)
     if profile.fix_interval_s is not None:
         events += _silence_events(s, gi, prior, profile.fix_interval_s, ctx.detectors)
-    return replace(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
+    return evolve(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
 
 
 def _has_burst(s: TrackState, first: int, prior: IntArray, max_gap: float) -> bool:
@@ -510,7 +524,7 @@ def _diff(s: TrackState, events: list[Event], anchor_from: int) -> tuple[TrackSt
         if anchor >= anchor_from and eid not in current:
             del emitted[eid]
             out.append(_withdrawal(s, eid))
-    return replace(s, emitted=emitted), out
+    return evolve(s, emitted=emitted), out
 
 
 def _withdrawal(s: TrackState, eid: str) -> Event:
@@ -692,7 +706,9 @@ def _gap_crossings(
     but a change of country between them is still a crossing (an animal whose collar
     was silent for days and reappears across the border must still be reported).
     `country`: of each fix of `gi`."""
-    is_step = np.isin(gi[:-1], steps.i0)
+    starts = np.zeros(s.flags.size, bool)
+    starts[steps.i0] = True
+    is_step = starts[gi[:-1]]
     i0, i1 = gi[:-1][~is_step], gi[1:][~is_step]
     if i0.size == 0:
         return []
@@ -1136,7 +1152,7 @@ def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
         return s
     keep = slice(cut, None)
     t_keep = int(s.t_ms[cut])
-    return replace(
+    return evolve(
         s,
         t_ms=s.t_ms[keep],
         lon=s.lon[keep],

@@ -102,6 +102,10 @@ class UrbanFence:
         return latch_levels(enter, stay, prior, len(self.zones))
 
 
+# Up to this many fixes latch_levels runs the recurrence in Python (see there).
+_LOOP_MAX = 8
+
+
 def latch_levels(enter: LevelArray, stay: LevelArray, prior: int, n_zones: int) -> LevelArray:
     """level_i = max(enter_i, min(level_{i-1}, stay_i)), without a Python loop.
 
@@ -110,6 +114,14 @@ def latch_levels(enter: LevelArray, stay: LevelArray, prior: int, n_zones: int) 
     the first fix.
     """
     n = enter.size
+    if n <= _LOOP_MAX:
+        # A few fixes (the live case): the recurrence itself, in exact integers, is
+        # cheaper than a dozen numpy calls. Clipped to [0, n_zones] as the sum below is.
+        level_i, out = min(max(int(prior), 0), n_zones), []
+        for e, s in zip(enter.tolist(), stay.tolist(), strict=True):
+            level_i = max(min(e, n_zones), min(level_i, s), 0)
+            out.append(level_i)
+        return np.asarray(out, dtype=np.int8)
     idx = np.arange(n)
     level = np.zeros(n, dtype=np.int8)
     for k in range(1, n_zones + 1):
