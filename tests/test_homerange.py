@@ -10,6 +10,7 @@ from datetime import UTC
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import shapely
 from hypothesis import HealthCheck, assume, given, settings
@@ -36,6 +37,8 @@ from collarstream.core.homerange import (
     reference_bandwidth,
 )
 from collarstream.core.regularize import bursts_from_slots, regularize
+from collarstream.core.track import compute_home_range
+from collarstream.wire import home_range_message
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FISHERS = REPO_ROOT.parent / "shared" / "data" / "tracks-fishers-new-york.csv"
@@ -825,3 +828,56 @@ def test_exact_kde_grid_is_the_gaussian_sum_at_the_nodes_and_close_to_the_binned
     np.testing.assert_allclose(exact.density, direct, rtol=1e-10, atol=1e-22)
     # Linear binning errs by O((cell / h)²) of the peak.
     assert np.abs(binned.density - exact.density).max() < 0.02 * exact.density.max()
+
+
+@st.composite
+def ranges_like(draw: st.DrawFn) -> shapely.geometry.base.BaseGeometry:
+    """Polygons with holes, multipolygons and empty ones, as isopleths and MCPs are."""
+
+    def blob(cx: float, cy: float, r: float) -> shapely.geometry.base.BaseGeometry:
+        k = draw(st.integers(3, 40))
+        ang = np.sort(np.asarray(draw(st.lists(st.floats(0, 2 * np.pi), min_size=k, max_size=k))))
+        rad = r * np.asarray(draw(st.lists(st.floats(0.3, 1.0), min_size=k, max_size=k)))
+        ring = np.column_stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)])
+        return shapely.make_valid(shapely.Polygon(ring))
+
+    kind = draw(st.sampled_from(["empty", "polygon", "holed", "multi"]))
+    if kind == "empty":
+        return shapely.Polygon()
+    outer = blob(77.0, 43.0, 0.2)
+    if kind == "holed":
+        outer = shapely.make_valid(outer.difference(blob(77.0, 43.0, 0.05)))
+    if kind == "multi":
+        outer = shapely.make_valid(outer.union(blob(78.0, 43.5, 0.1)))
+    assume(isinstance(outer, shapely.Polygon | shapely.MultiPolygon))
+    return outer
+
+
+@given(ranges_like())
+@settings(max_examples=150, deadline=None)
+def test_geojson_geometry_is_shapelys_mapping(geom: shapely.geometry.base.BaseGeometry) -> None:
+    # The same JSON (shapely's tuples become arrays), vertex for vertex, bit for bit.
+    got = orjson.dumps(hr_mod.geojson_geometry(geom))
+    assert got == orjson.dumps(shapely.geometry.mapping(geom))
+
+
+def test_home_range_message_is_the_home_range_event() -> None:
+    # What the worker's home-range process sends: the event compute_home_range gives.
+    rng = np.random.default_rng(3)
+    lon, lat = 77.0 + rng.normal(0, 0.05, 60), 43.0 + rng.normal(0, 0.03, 60)
+    item = {
+        "type": "home-range-due",
+        "id": "hr-x",
+        "individual-local-identifier": "SL-1",
+        "boundary_ms": 1_700_006_400_000,
+        "window_days": 30.0,
+        "window_start_ms": 1_697_414_400_000,
+        "grid": 64,
+        "lon": lon.tolist(),
+        "lat": lat.tolist(),
+    }
+    body = home_range_message(orjson.dumps(item))
+    assert body == orjson.dumps(compute_home_range(item))
+    event = orjson.loads(body)
+    assert event["type"] == "home-range" and len(event["ranges"]) == 4
+    assert {r["geometry"]["type"] for r in event["ranges"]} <= {"Polygon", "MultiPolygon"}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from collarstream.core.track import FixBatch
+from collarstream.core.track import FixBatch, compute_home_range
 from collarstream.timefmt import iso, parse_ms
 
 ANIMAL = "individual-local-identifier"
@@ -216,3 +216,10 @@ def dead_letter(raw: bytes, reason: str, topic: str, partition: int, offset: int
         "original-text": text,
         "received-timestamp": iso(received_ms),
     }
+
+
+def home_range_message(item: bytes) -> bytes:
+    """The home-range message of a `home-range-due` message. Runs in the worker's
+    home-range process: bytes both ways, so the worker's event loop neither unpickles
+    the event (~65 kB of nested coordinate lists) nor encodes it again."""
+    return orjson.dumps(compute_home_range(orjson.loads(item)))

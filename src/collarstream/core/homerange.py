@@ -809,6 +809,25 @@ class HomeRange:
     bandwidth_at_edge: bool = False
 
 
+def geojson_geometry(geom: BaseGeometry) -> dict[str, Any]:
+    """GeoJSON of a range, as `shapely.geometry.mapping` gives it (lists for tuples),
+    ring by ring with numpy instead of a Python iteration over every vertex (a home
+    range's four polygons have thousands; `mapping` was a fifth of an estimate)."""
+    z = bool(geom.has_z)
+
+    def rings(poly: shapely.Polygon) -> list[Any]:
+        return [
+            shapely.get_coordinates(r, include_z=z).tolist()
+            for r in (poly.exterior, *poly.interiors)
+        ]
+
+    if isinstance(geom, shapely.Polygon):
+        return {"type": "Polygon", "coordinates": [] if geom.is_empty else rings(geom)}
+    if isinstance(geom, shapely.MultiPolygon):
+        return {"type": "MultiPolygon", "coordinates": [rings(p) for p in geom.geoms]}
+    return dict(shapely.geometry.mapping(geom))
+
+
 def _to_lonlat(geom: BaseGeometry, inverse: Projector, max_seg: float) -> BaseGeometry:
     if geom.is_empty:
         return geom

@@ -1116,7 +1116,7 @@ def home_range_event(
 ) -> Event:
     """A home-range event: the ranges of the fixes in the `window_days` before
     `through_ms` (None: the whole track)."""
-    import shapely
+    from collarstream.core.homerange import geojson_geometry
 
     return {
         "type": "home-range",
@@ -1131,7 +1131,7 @@ def home_range_event(
                 "level": float(r.level),
                 "area_km2": round(float(r.area_km2), 6),
                 "bandwidth_m": None if r.bandwidth_m is None else float(r.bandwidth_m),
-                "geometry": shapely.geometry.mapping(r.geometry_lonlat),
+                "geometry": geojson_geometry(r.geometry_lonlat),
             }
             for r in ranges
         ],

@@ -45,7 +45,7 @@ from faust.types import TP
 
 from collarstream.config import Settings
 from collarstream.core.quality import PROFILES
-from collarstream.core.track import Context, compute_home_range
+from collarstream.core.track import Context
 from collarstream.fences import (
     border_lines,
     default_urban_path,
@@ -63,6 +63,7 @@ from collarstream.wire import (
     InvalidFix,
     dead_letter,
     encode_batch,
+    home_range_message,
     parse_message,
 )
 
@@ -371,11 +372,11 @@ def build_app(settings: Settings) -> CollarApp:
             # A later item for the same id (a correction) supersedes an earlier one.
             latest = {}
             for ev in events:
-                item = orjson.loads(ev.message.value)
-                latest[item["id"]] = (ev.message.key, item)
+                item_id = orjson.loads(ev.message.value)["id"]
+                latest[item_id] = (ev.message.key, ev.message.value)
             for key, item in latest.values():
-                event = await loop.run_in_executor(pool, compute_home_range, item)
-                await outputs["home-range"].send(key=key, value=orjson.dumps(event))
+                body = await loop.run_in_executor(pool, home_range_message, item)
+                await outputs["home-range"].send(key=key, value=body)
 
     @app.on_before_shutdown.connect
     async def _stop_pool(app: faust.App, **kwargs: Any) -> None:
