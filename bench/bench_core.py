@@ -165,14 +165,16 @@ def bench_reducer_many(ctx: Context, animals: int, rounds: int, repeats: int) ->
     def start() -> list[TrackState]:  # 20 fixes of history each, outside the timer
         states = [TrackState.new(f"SL-{a:03d}", len(ctx.urban)) for a in range(animals)]
         for k in range(20):
-            states = [s for s, _ in advance_many([(s, batch(a, k)) for a, s in enumerate(states)],
-                                                 ctx)]
+            states = [
+                s for s, _ in advance_many([(s, batch(a, k)) for a, s in enumerate(states)], ctx)
+            ]
         return states
 
     def together(states: list[TrackState]) -> None:
         for k in range(20, 20 + rounds):
-            states = [s for s, _ in advance_many([(s, batch(a, k)) for a, s in enumerate(states)],
-                                                 ctx)]
+            states = [
+                s for s, _ in advance_many([(s, batch(a, k)) for a, s in enumerate(states)], ctx)
+            ]
 
     def alone(states: list[TrackState]) -> None:
         for k in range(20, 20 + rounds):
@@ -185,8 +187,7 @@ def bench_reducer_many(ctx: Context, animals: int, rounds: int, repeats: int) ->
             t0 = time.perf_counter()
             fn(states)
             runs.append(time.perf_counter() - t0)
-    row("reducer/all", animals * rounds, statistics.median(runs_many),
-        statistics.median(runs_one))
+    row("reducer/all", animals * rounds, statistics.median(runs_many), statistics.median(runs_one))
 
 
 def bench_steps_movingpandas(m: int, repeats: int) -> None:

@@ -109,13 +109,17 @@ def throughput_messages(n_fixes: int) -> list[tuple[str, bytes]]:
             n_animals += 1
             name = f"{animal}-s{seed:02d}"
             for k in range(0, len(ups), 2):
-                pair = ups[k:k + 2]
+                pair = ups[k : k + 2]
                 received = pair[-1].received_ms
                 fixes = [
-                    {**f, "individual-local-identifier": name,
-                     "tag-local-identifier": f"{f['tag-local-identifier']}{seed:02d}",
-                     "received-timestamp": iso(received)}
-                    for up in pair for f in up.fixes
+                    {
+                        **f,
+                        "individual-local-identifier": name,
+                        "tag-local-identifier": f"{f['tag-local-identifier']}{seed:02d}",
+                        "received-timestamp": iso(received),
+                    }
+                    for up in pair
+                    for f in up.fixes
                 ]
                 uploads.append((received, name, fixes))
     uploads.sort(key=lambda u: (u[0], u[1]))
@@ -184,8 +188,9 @@ def _border_lats(ctx: Context, lons: npt.NDArray[np.float64]) -> npt.NDArray[np.
     return np.where(single, lats[north.argmax(axis=1)], np.nan)
 
 
-def _clear_of_areas(ctx: Context, lon: npt.NDArray[np.float64],
-                    lat: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+def _clear_of_areas(
+    ctx: Context, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
     """Outside every protected area widened by its hysteresis (no area transitions)."""
     ok = np.ones(lon.size, dtype=bool)
     for fence in ctx.areas.fences if ctx.areas is not None else ():
@@ -193,8 +198,9 @@ def _clear_of_areas(ctx: Context, lon: npt.NDArray[np.float64],
     return ok
 
 
-def _outside_urban(ctx: Context, lon: npt.NDArray[np.float64],
-                   lat: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+def _outside_urban(
+    ctx: Context, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
     """Beyond every zone of every urban fence, hysteresis included (stay level 0)."""
     ok = np.ones(lon.size, dtype=bool)
     for fence in ctx.urban:
@@ -217,9 +223,12 @@ def _border_places(ctx: Context) -> list[Place]:
     lon = np.concatenate([lons, lons])
     lat = np.concatenate([border + BORDER_OFFSET_DEG, border - BORDER_OFFSET_DEG])
     codes = np.asarray((*ctx.countries.codes, ""))[ctx.countries.locate(lon, lat)]
-    good = (codes == np.repeat(["KAZ", "KGZ"], lons.size)) \
-        & _outside_urban(ctx, lon, lat) & _clear_of_areas(ctx, lon, lat)
-    good = good[:lons.size] & good[lons.size:]
+    good = (
+        (codes == np.repeat(["KAZ", "KGZ"], lons.size))
+        & _outside_urban(ctx, lon, lat)
+        & _clear_of_areas(ctx, lon, lat)
+    )
+    good = good[: lons.size] & good[lons.size :]
     out: list[Place] = []
     last = -math.inf
     for x, b in zip(lons[good].tolist(), border[good].tolist(), strict=True):
@@ -255,11 +264,17 @@ def _urban_places(ctx: Context) -> list[Place]:
             continue
         outs = np.flatnonzero(outside[c])
         outs = outs[outs > ins[0]]  # south to north
-        for k, (i, o) in enumerate(zip(ins[:URBAN_PAIRS_PER_COLUMN].tolist(),
-                                       outs[:URBAN_PAIRS_PER_COLUMN].tolist(), strict=False)):
+        for k, (i, o) in enumerate(
+            zip(
+                ins[:URBAN_PAIRS_PER_COLUMN].tolist(),
+                outs[:URBAN_PAIRS_PER_COLUMN].tolist(),
+                strict=False,
+            )
+        ):
             if country[c, i] == country[c, o]:
-                ranked.append((k, c, ((float(lons[c]), float(lats[i])),
-                                      (float(lons[c]), float(lats[o])))))
+                ranked.append(
+                    (k, c, ((float(lons[c]), float(lats[i])), (float(lons[c]), float(lats[o]))))
+                )
     return [place for _, _, place in sorted(ranked)]
 
 
@@ -270,8 +285,10 @@ def _check_apart(places: list[Place]) -> None:
     d, _, _ = inverse(pts[i, 0], pts[i, 1], pts[j, 0], pts[j, 1])
     k = int(np.argmin(d)) if d.size else -1
     if k >= 0 and d[k] <= MIN_APART_M:
-        raise RuntimeError(f"oscillator places {pts[i[k]]} and {pts[j[k]]} are only "
-                           f"{d[k]:.0f} m apart (need > {MIN_APART_M:.0f} m)")
+        raise RuntimeError(
+            f"oscillator places {pts[i[k]]} and {pts[j[k]]} are only "
+            f"{d[k]:.0f} m apart (need > {MIN_APART_M:.0f} m)"
+        )
 
 
 @dataclass
@@ -317,8 +334,9 @@ def _places(ctx: Context) -> tuple[list[Place], list[Place]]:
     return hit[1], hit[2]
 
 
-def oscillators(ctx: Context, prefix: str, count: int, seed: int,
-                first: int = 0) -> list[Oscillator]:
+def oscillators(
+    ctx: Context, prefix: str, count: int, seed: int, first: int = 0
+) -> list[Oscillator]:
     """Animals ``first`` .. ``first + count - 1``, each at a place of its own: three in four
     (g % 4 != 3) cross the KAZ-KGZ border on their own meridian, ~4.4 km each side of it;
     one in four goes between beyond all of Almaty's zones and inside the city (enter, all
@@ -332,7 +350,8 @@ def oscillators(ctx: Context, prefix: str, count: int, seed: int,
         raise RuntimeError(
             f"oscillators {first}..{first + count - 1} need {n_border} border-crossing and "
             f"{n_urban} urban places; only {len(border)} and {len(urban)} qualify "
-            f"(see BORDER_* and URBAN_* in {Path(__file__).name})")
+            f"(see BORDER_* and URBAN_* in {Path(__file__).name})"
+        )
     # Sim time in the past (fix-age >= 0), distinct per animal by a few seconds.
     base = (int(time.time() * 1000) - 400 * 24 * HOUR_MS) // HOUR_MS * HOUR_MS
     out = []
@@ -348,8 +367,11 @@ def oscillators(ctx: Context, prefix: str, count: int, seed: int,
 
 
 def alert_keys(events: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
-    return {(e["individual-local-identifier"], e["fix-timestamp"]) for e in events
-            if e["type"] == "alert" and e["kind"] != "withdrawal"}
+    return {
+        (e["individual-local-identifier"], e["fix-timestamp"])
+        for e in events
+        if e["type"] == "alert" and e["kind"] != "withdrawal"
+    }
 
 
 # --------------------------------------------------------------------------- processes
@@ -358,19 +380,25 @@ def alert_keys(events: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
 def start_worker(bootstrap: str, names: TopicNames, tmp: Path) -> subprocess.Popen[bytes]:
     """`collarstream worker` in its own session, like tests/test_pipeline.py's fixture."""
     env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "COLLARSTREAM_TOPIC_PREFIX": names.prefix,
-        "COLLARSTREAM_APP_ID": f"{names.prefix}-worker",
-        "COLLARSTREAM_DATA_DIR": str(tmp / "data"),
-        "COLLARSTREAM_PARTITIONS": str(PARTITIONS),
-        "COLLARSTREAM_WEB_ENABLED": "false",
-        "COLLARSTREAM_SESSION_TIMEOUT_S": SESSION_TIMEOUT_S,
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "COLLARSTREAM_TOPIC_PREFIX": names.prefix,
+            "COLLARSTREAM_APP_ID": f"{names.prefix}-worker",
+            "COLLARSTREAM_DATA_DIR": str(tmp / "data"),
+            "COLLARSTREAM_PARTITIONS": str(PARTITIONS),
+            "COLLARSTREAM_WEB_ENABLED": "false",
+            "COLLARSTREAM_SESSION_TIMEOUT_S": SESSION_TIMEOUT_S,
+        }
+    )
     with open(tmp / "worker.log", "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "collarstream", "worker"], env=env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "collarstream", "worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             # SIGTERM to the worker if this process dies without cleaning up (SIGKILL).
             preexec_fn=_parent_death_signal(),
         )
@@ -440,11 +468,15 @@ class Record:
 def reader(bootstrap: str, topics: Iterable[str]) -> Consumer:
     """A consumer on every partition of ``topics``, from the beginning; it never joins
     a group or commits (assigned partitions)."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False, "fetch.wait.max.ms": FETCH_WAIT_MS,
-        "log_level": 3,  # errors only: Tansu closes idle connections, librdkafka says so
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
+            "log_level": 3,  # errors only: Tansu closes idle connections, librdkafka says so
+        }
+    )
     try:
         parts = []
         for topic in topics:
@@ -466,9 +498,13 @@ def _partitions(client: Consumer, topic: str) -> list[int]:
     return [] if meta is None or meta.error is not None else list(meta.partitions)
 
 
-def poll_until(consumer: Consumer, handle: Callable[[Record, float], None],
-               done: Callable[[], bool], timeout_s: float,
-               check: Callable[[], None] = lambda: None) -> bool:
+def poll_until(
+    consumer: Consumer,
+    handle: Callable[[Record, float], None],
+    done: Callable[[], bool],
+    timeout_s: float,
+    check: Callable[[], None] = lambda: None,
+) -> bool:
     """Poll continuously, handing each record and its receipt time to ``handle``;
     True when ``done()``, False on timeout. (End offsets are not trusted on Tansu.)"""
     deadline = time.perf_counter() + timeout_s
@@ -496,6 +532,7 @@ def producer(bootstrap: str, **config: Any) -> Producer:
 
 def send(p: Producer, topic: str, key: bytes, value: bytes, errors: list[Any]) -> None:
     """Queue one record (waiting for room if the client's queue is full)."""
+
     def delivered(err: Any, _msg: Any) -> None:
         if err is not None:
             errors.append(err)
@@ -511,8 +548,9 @@ def send(p: Producer, topic: str, key: bytes, value: bytes, errors: list[Any]) -
 
 def produce_all(bootstrap: str, topic: str, items: Iterable[tuple[str, bytes]]) -> int:
     """Send (animal, JSON) records in order and wait for every ack; raises on any failure."""
-    p = producer(bootstrap, acks="all", **{"linger.ms": 5,
-                                            "max.in.flight.requests.per.connection": 1})
+    p = producer(
+        bootstrap, acks="all", **{"linger.ms": 5, "max.in.flight.requests.per.connection": 1}
+    )
     errors: list[Any] = []
     sent = 0
     for key, value in items:
@@ -552,8 +590,12 @@ def run_baseline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int
     consumer = reader(bootstrap, [names.raw_fixes])
     seen = [0]
     try:
-        ok = poll_until(consumer, lambda rec, now: seen.__setitem__(0, seen[0] + 1),
-                        lambda: seen[0] >= len(messages), timeout_s=120)
+        ok = poll_until(
+            consumer,
+            lambda rec, now: seen.__setitem__(0, seen[0] + 1),
+            lambda: seen[0] >= len(messages),
+            timeout_s=120,
+        )
     finally:
         consumer.close()
     t2 = time.perf_counter()
@@ -589,15 +631,27 @@ READY_ANIMAL = "BENCH-READY"
 def _ready_upload() -> bytes:
     """Two fixes of an animal outside the data: its step says the worker is tracking."""
     t = int(time.time() * 1000) - 30 * 24 * HOUR_MS
-    return orjson.dumps([
-        {"individual-local-identifier": READY_ANIMAL, "timestamp": iso(t + k * FIX_INTERVAL_MS),
-         "location-long": 77.0 + 0.01 * k, "location-lat": 43.2, "gps:hdop": 1.0}
-        for k in range(2)
-    ])
+    return orjson.dumps(
+        [
+            {
+                "individual-local-identifier": READY_ANIMAL,
+                "timestamp": iso(t + k * FIX_INTERVAL_MS),
+                "location-long": 77.0 + 0.01 * k,
+                "location-lat": 43.2,
+                "gps:hdop": 1.0,
+            }
+            for k in range(2)
+        ]
+    )
 
 
-def run_pipeline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int,
-                 expected_steps: set[str], timeout_s: float) -> PipelineRun:
+def run_pipeline(
+    bootstrap: str,
+    messages: list[tuple[str, bytes]],
+    n_fixes: int,
+    expected_steps: set[str],
+    timeout_s: float,
+) -> PipelineRun:
     """Start the worker on an empty topic; once it has tracked a sentinel upload (joined,
     its reducer warm), produce every message as fast as librdkafka goes and clock from
     the first send until every predicted step is out: sustained catch-up, the first
@@ -607,7 +661,11 @@ def run_pipeline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int
     consumer = reader(bootstrap, [names.fixes, names.steps])
     fixes_topic = names.fixes
     state: dict[str, Any] = {
-        "ready": None, "fixes": 0, "fixes_done": None, "first_step": None, "last": None,
+        "ready": None,
+        "fixes": 0,
+        "fixes_done": None,
+        "first_step": None,
+        "last": None,
     }
     missing = set(expected_steps)
 
@@ -630,26 +688,30 @@ def run_pipeline(bootstrap: str, messages: list[tuple[str, bytes]], n_fixes: int
         with WorkerRun(bootstrap, names) as worker:
             spawned = worker.start()
             produce_all(bootstrap, names.raw_fixes, [(READY_ANIMAL, _ready_upload())])
-            if not poll_until(consumer, handle, lambda: state["ready"] is not None, timeout_s,
-                              worker.check):
+            if not poll_until(
+                consumer, handle, lambda: state["ready"] is not None, timeout_s, worker.check
+            ):
                 raise RuntimeError("the worker tracked nothing before the timeout")
             # the sentinel's fixes, if they went through <prefix>.fixes, are not the data's
             state["fixes"] = 0
             t0 = time.perf_counter()
             produce_all(bootstrap, names.raw_fixes, messages)
             produce_s = time.perf_counter() - t0
-            complete = poll_until(consumer, handle, lambda: not missing, timeout_s,
-                                  worker.check)
+            complete = poll_until(consumer, handle, lambda: not missing, timeout_s, worker.check)
     finally:
         consumer.close()
     end = time.perf_counter()
     last = state["last"] or end
     return PipelineRun(
-        produce_s, state["ready"] - spawned,
-        (state["first_step"] or end) - t0, last - t0,
-        n_fixes, complete,
-        "" if complete else (f"timed out: "
-                             f"{len(expected_steps) - len(missing)}/{len(expected_steps)} steps"),
+        produce_s,
+        state["ready"] - spawned,
+        (state["first_step"] or end) - t0,
+        last - t0,
+        n_fixes,
+        complete,
+        ""
+        if complete
+        else (f"timed out: {len(expected_steps) - len(missing)}/{len(expected_steps)} steps"),
         None if state["fixes_done"] is None else state["fixes_done"] - t0,
     )
 
@@ -672,8 +734,9 @@ class LatencyRun:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else math.nan
 
 
-def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
-                per_message: int = 1) -> LatencyRun:
+def run_latency(
+    bootstrap: str, ctx: Context, rate: float, duration_s: float, per_message: int = 1
+) -> LatencyRun:
     names = TopicNames(f"bench-lat-{uuid.uuid4().hex[:8]}")
     ensure_topics(bootstrap, names, partitions=PARTITIONS)
 
@@ -746,10 +809,10 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
         with WorkerRun(bootstrap, names) as worker:
             spawned = worker.start()
             produce_all(bootstrap, names.raw_fixes, warm_msgs)
-            if not poll_until(consumer, handle, lambda: warm_seen >= warm_keys, 120,
-                              worker.check):
-                raise RuntimeError(f"warm-up: {len(warm_seen)}/{len(warm_keys)} alerts in 120 s"
-                                   f"\n{worker.log()}")
+            if not poll_until(consumer, handle, lambda: warm_seen >= warm_keys, 120, worker.check):
+                raise RuntimeError(
+                    f"warm-up: {len(warm_seen)}/{len(warm_keys)} alerts in 120 s\n{worker.log()}"
+                )
             startup_s = time.perf_counter() - spawned
             poll_until(consumer, handle, lambda: False, 1.0, worker.check)  # settle
             sender.start()
@@ -759,8 +822,7 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
 
             poll_until(consumer, handle, finished, duration_s * 3 + 60, worker.check)
             # Stragglers after the last send: at most 15 s more.
-            poll_until(consumer, handle, lambda: len(latencies) >= len(expected), 15,
-                       worker.check)
+            poll_until(consumer, handle, lambda: len(latencies) >= len(expected), 15, worker.check)
     finally:
         stop.set()
         if sender.ident is not None:
@@ -770,10 +832,16 @@ def run_latency(bootstrap: str, ctx: Context, rate: float, duration_s: float,
         raise RuntimeError(f"{len(errors)} sends failed: {errors[0]}")
     in_order = sorted(latencies, key=sent_at.__getitem__)
     first_send = min(sent_at.values(), default=math.nan)
-    return LatencyRun([latencies[k] for k in in_order], len(expected),
-                      sum(len(ks) for _, _, ks in plan), send_span[0], startup_s,
-                      last_alert[0] - first_send, per_message,
-                      [produced[k] for k in in_order])
+    return LatencyRun(
+        [latencies[k] for k in in_order],
+        len(expected),
+        sum(len(ks) for _, _, ks in plan),
+        send_span[0],
+        startup_s,
+        last_alert[0] - first_send,
+        per_message,
+        [produced[k] for k in in_order],
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -795,9 +863,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=1000.0, help="latency send rate, fixes/s")
     ap.add_argument("--repeats", type=int, default=3, help="throughput repeats (3)")
     ap.add_argument("--duration", type=float, default=15.0, help="latency send time, s (15)")
-    ap.add_argument("--upload", type=int, default=6,
-                    help="fixes per message in the second latency run, as collars upload "
-                         "them (6; 1 skips that run)")
+    ap.add_argument(
+        "--upload",
+        type=int,
+        default=6,
+        help="fixes per message in the second latency run, as collars upload "
+        "them (6; 1 skips that run)",
+    )
     args = ap.parse_args(argv)
     if args.fixes < 1 or args.rate <= 0 or args.repeats < 1 or args.duration <= 0:
         ap.error("--fixes, --rate, --repeats and --duration must be positive")
@@ -826,57 +898,78 @@ def _run(args: argparse.Namespace) -> int:
     replay_s = time.perf_counter() - t0
     expected_steps = {e["id"] for e in events if e["type"] == "step"}
     n_alerts = sum(e["type"] == "alert" for e in events)
-    say(f"data: {args.fixes:,} fixes in {len(messages):,} messages "
+    say(
+        f"data: {args.fixes:,} fixes in {len(messages):,} messages "
         f"({args.fixes / len(messages):.1f} fixes/message, {ANIMALS} animals); replay predicts "
         f"{len(expected_steps):,} steps, {n_alerts} alerts (replay in-process, one batch per "
-        f"animal: {replay_s:.1f} s = {args.fixes / replay_s:,.0f} fixes/s)")
+        f"animal: {replay_s:.1f} s = {args.fixes / replay_s:,.0f} fixes/s)"
+    )
 
     with connect() as broker:
         kind = "embedded Tansu" if broker.owns_process else "external"
-        say(f"broker: {broker.bootstrap_servers} ({kind}); {os.cpu_count()} CPUs; "
-            f"{PARTITIONS} partitions; session timeout {SESSION_TIMEOUT_S} s")
+        say(
+            f"broker: {broker.bootstrap_servers} ({kind}); {os.cpu_count()} CPUs; "
+            f"{PARTITIONS} partitions; session timeout {SESSION_TIMEOUT_S} s"
+        )
         bases: list[Baseline] = []
         runs: list[PipelineRun] = []
         timeout_s = max(120.0, args.fixes / 100.0)
         for k in range(args.repeats):
             bases.append(run_baseline(broker.bootstrap_servers, messages, args.fixes))
-            run = run_pipeline(broker.bootstrap_servers, messages, args.fixes, expected_steps,
-                               timeout_s)
+            run = run_pipeline(
+                broker.bootstrap_servers, messages, args.fixes, expected_steps, timeout_s
+            )
             runs.append(run)
-            say(f"repeat {k + 1}/{args.repeats}: pipeline {run.fixes_per_s:,.0f} fixes/s "
+            say(
+                f"repeat {k + 1}/{args.repeats}: pipeline {run.fixes_per_s:,.0f} fixes/s "
                 f"({run.total_s:.2f} s after a {run.startup_s:.1f} s start-up); baseline "
-                f"{bases[-1].fixes_per_s:,.0f} fixes/s {run.detail}")
+                f"{bases[-1].fixes_per_s:,.0f} fixes/s {run.detail}"
+            )
         lats: list[LatencyRun] = []
         for per_message in sorted({1, args.upload}):
-            say(f"latency: {args.rate:g} fixes/s in messages of {per_message} for "
-                f"{args.duration:g} s ...")
-            lats.append(run_latency(broker.bootstrap_servers, ctx, args.rate, args.duration,
-                                    per_message))
+            say(
+                f"latency: {args.rate:g} fixes/s in messages of {per_message} for "
+                f"{args.duration:g} s ..."
+            )
+            lats.append(
+                run_latency(broker.bootstrap_servers, ctx, args.rate, args.duration, per_message)
+            )
 
     ok = all(r.complete for r in runs)
     say("")
-    say(f"THROUGHPUT  {args.fixes:,} fixes / {len(messages):,} messages, {args.repeats} "
-        f"repeat(s), fresh prefix and worker each")
+    say(
+        f"THROUGHPUT  {args.fixes:,} fixes / {len(messages):,} messages, {args.repeats} "
+        f"repeat(s), fresh prefix and worker each"
+    )
     head = "".join(f"{'run ' + str(i + 1):>11}" for i in range(len(runs)))
     say(f"  {'':<44}{head}{'median':>11}" if len(runs) > 1 else f"  {'':<44}{head}")
     say(_row("baseline produce, msgs/s", [b.messages / b.produce_s for b in bases]))
     say(_row("baseline group-less read, msgs/s", [b.messages / b.consume_s for b in bases]))
     say(_row("baseline round trip, msgs/s", [b.msgs_per_s for b in bases]))
     say(_row("baseline round trip, fixes/s", [b.fixes_per_s for b in bases]))
-    say(_row("pipeline produce (worker consuming), msgs/s",
-             [len(messages) / r.produce_s for r in runs]))
+    say(
+        _row(
+            "pipeline produce (worker consuming), msgs/s",
+            [len(messages) / r.produce_s for r in runs],
+        )
+    )
     say(_row("worker start-up + join + sentinel, s", [r.startup_s for r in runs], "{:.1f}"))
     if all(r.validate_s for r in runs):  # COLLARSTREAM_LOCAL_HANDOFF=false
-        say(_row("pipeline validate stage (.fixes), fixes/s",
-                 [r.validate_fixes_per_s for r in runs]))
+        say(
+            _row(
+                "pipeline validate stage (.fixes), fixes/s", [r.validate_fixes_per_s for r in runs]
+            )
+        )
     say(_row("first send -> first step, s", [r.first_step_s for r in runs], "{:.2f}"))
     say(_row("pipeline end to end (.steps), fixes/s", [r.fixes_per_s for r in runs]))
     say(_row("pipeline end to end, s", [r.total_s for r in runs], "{:.2f}"))
     ratios = [r.fixes_per_s / b.fixes_per_s for r, b in zip(runs, bases, strict=True)]
     say(_row("ratio pipeline / baseline (fixes/s)", ratios, "{:.3f}"))
-    say(f"  median ratio of medians: "
+    say(
+        f"  median ratio of medians: "
         f"{_med([r.fixes_per_s for r in runs]) / _med([b.fixes_per_s for b in bases]):.3f}"
-        + ("" if ok else "   ** INCOMPLETE RUN(S): see above **"))
+        + ("" if ok else "   ** INCOMPLETE RUN(S): see above **")
+    )
     for lat in lats:
         _report_latency(say, lat, args.rate)
     return 0 if ok and all(len(lt.latencies_ms) == lt.expected for lt in lats) else 1
@@ -885,27 +978,42 @@ def _run(args: argparse.Namespace) -> int:
 def _report_latency(say: Callable[[str], None], lat: LatencyRun, rate: float) -> None:
     say("")
     achieved = lat.sent / lat.send_s if lat.send_s > 0 else math.nan
-    what = "single-fix messages" if lat.per_message == 1 else \
-        f"uploads of {lat.per_message} fixes per message"
-    say(f"LATENCY  {what}, {ANIMALS} animals crossing a border or the urban edge "
-        f"every fix; warm-up + join took {lat.startup_s:.1f} s")
-    say(f"  sent {lat.sent:,} fixes in {lat.send_s:.2f} s = {achieved:,.0f} fixes/s "
-        f"(target {rate:g})")
+    what = (
+        "single-fix messages"
+        if lat.per_message == 1
+        else f"uploads of {lat.per_message} fixes per message"
+    )
+    say(
+        f"LATENCY  {what}, {ANIMALS} animals crossing a border or the urban edge "
+        f"every fix; warm-up + join took {lat.startup_s:.1f} s"
+    )
+    say(
+        f"  sent {lat.sent:,} fixes in {lat.send_s:.2f} s = {achieved:,.0f} fixes/s "
+        f"(target {rate:g})"
+    )
     say(f"  alerts matched {len(lat.latencies_ms):,} of {lat.expected:,} predicted")
-    say(f"  fix sent -> alert received, ms:  p50 {lat.pct(50):.1f}   p90 {lat.pct(90):.1f}   "
-        f"p99 {lat.pct(99):.1f}   max {max(lat.latencies_ms, default=math.nan):.1f}")
+    say(
+        f"  fix sent -> alert received, ms:  p50 {lat.pct(50):.1f}   p90 {lat.pct(90):.1f}   "
+        f"p99 {lat.pct(99):.1f}   max {max(lat.latencies_ms, default=math.nan):.1f}"
+    )
     if lat.produced_ms:
         q = np.percentile(lat.produced_ms, [50, 90, 99])
-        say(f"  fix sent -> alert stamped by the worker's producer, ms:  p50 {q[0]:.1f}   "
-            f"p90 {q[1]:.1f}   p99 {q[2]:.1f}")
+        say(
+            f"  fix sent -> alert stamped by the worker's producer, ms:  p50 {q[0]:.1f}   "
+            f"p90 {q[1]:.1f}   p99 {q[2]:.1f}"
+        )
     tenth = max(1, len(lat.latencies_ms) // 10)
     early, late = _med(lat.latencies_ms[:tenth]), _med(lat.latencies_ms[-tenth:])
-    say(f"  p50 of the first / last tenth of sends: {early:.1f} / {late:.1f} ms; "
+    say(
+        f"  p50 of the first / last tenth of sends: {early:.1f} / {late:.1f} ms; "
         f"alerts back at {len(lat.latencies_ms) / lat.drain_s:,.0f} fixes/s "
-        f"(last alert {lat.drain_s:.1f} s after the first send)")
+        f"(last alert {lat.drain_s:.1f} s after the first send)"
+    )
     if late > 3 * early + 500:
-        say("  ** the worker did not keep up with this rate: latency is queueing, it grew "
-            "through the run (try a lower --rate) **")
+        say(
+            "  ** the worker did not keep up with this rate: latency is queueing, it grew "
+            "through the run (try a lower --rate) **"
+        )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,12 @@ def test_analyze_real_tracks_steps_match_geographiclib(
     assert len(fixes) == report.fixes  # every usable row is accounted for, flagged or not
     g = Geodesic.WGS84
     for s in steps[:: max(1, len(steps) // 3000)]:
-        ref = g.Inverse(float(s["start-location-lat"]), float(s["start-location-long"]),
-                        float(s["end-location-lat"]), float(s["end-location-long"]))
+        ref = g.Inverse(
+            float(s["start-location-lat"]),
+            float(s["start-location-long"]),
+            float(s["end-location-lat"]),
+            float(s["end-location-long"]),
+        )
         assert abs(float(s["distance_m"]) - ref["s12"]) < 0.01  # to the centimetre
         dt = (parse_ms(s["end-timestamp"]) - parse_ms(s["start-timestamp"])) / 1000.0
         assert float(s["duration_s"]) == dt
@@ -90,14 +94,24 @@ def test_analyze_reports_bad_rows_by_line(tmp_path: Path) -> None:
 def test_simulated_collars_through_the_cli(tmp_path: Path) -> None:
     csv_path = tmp_path / "sim.csv"
     simulate_to_csv(csv_path, seed=3, days=6)
-    assert main(["analyze", str(csv_path), "--out", str(tmp_path / "out"),
-                 "--profile", "snow-leopard"]) == 0
+    assert (
+        main(
+            ["analyze", str(csv_path), "--out", str(tmp_path / "out"), "--profile", "snow-leopard"]
+        )
+        == 0
+    )
     _, alerts = _check_outputs(tmp_path / "out")
-    crossings = {(a["details"]["from"]["code"], a["details"]["to"]["code"])
-                 for a in alerts if a["kind"] == "border-crossing"}
+    crossings = {
+        (a["details"]["from"]["code"], a["details"]["to"]["code"])
+        for a in alerts
+        if a["kind"] == "border-crossing"
+    }
     assert {("KAZ", "KGZ"), ("KGZ", "KAZ"), ("KAZ", "TKM")} <= crossings
-    zones = [a["details"]["level"] for a in alerts
-             if a["kind"] == "urban-edge" and a["details"]["transition"] == "enter"]
+    zones = [
+        a["details"]["level"]
+        for a in alerts
+        if a["kind"] == "urban-edge" and a["details"]["transition"] == "enter"
+    ]
     assert zones[:3] == [1, 2, 3]
 
 

@@ -124,13 +124,13 @@ def test_forward_inverts_inverse() -> None:
 
 @given(point_pairs(), st.floats(50.0, 5e5))
 @settings(max_examples=200, deadline=None)
-def test_densify_ends_exact_and_spacing_equal(p: tuple[float, float, float, float],
-                                              max_seg: float) -> None:
+def test_densify_ends_exact_and_spacing_equal(
+    p: tuple[float, float, float, float], max_seg: float
+) -> None:
     lon0, lat0, lon1, lat1 = p
     ref = GEOD.Inverse(lat0, lon0, lat1, lon1)
     assume(ref["a12"] < 179.0)  # a unique shortest geodesic
-    lon, lat, off = densify(_a(77.0, lon0), _a(43.0, lat0), _a(77.1, lon1), _a(43.1, lat1),
-                            max_seg)
+    lon, lat, off = densify(_a(77.0, lon0), _a(43.0, lat0), _a(77.1, lon1), _a(43.1, lat1), max_seg)
     assert off[0] == 0 and off[-1] == lon.size
     for i, (a0, b0, a1, b1) in enumerate([(77.0, 43.0, 77.1, 43.1), (lon0, lat0, lon1, lat1)]):
         s = slice(off[i], off[i + 1])
@@ -145,16 +145,18 @@ def test_densify_ends_exact_and_spacing_equal(p: tuple[float, float, float, floa
 
 
 def test_densify_start_points_exact() -> None:
-    lon, lat, off = densify(_a(77.0, 10.123456789), _a(43.0, -20.3), _a(77.3, 11.0),
-                            _a(42.1, -20.0), 1000.0)
+    lon, lat, off = densify(
+        _a(77.0, 10.123456789), _a(43.0, -20.3), _a(77.3, 11.0), _a(42.1, -20.0), 1000.0
+    )
     assert lon[off[1]] == 10.123456789 and lat[off[1]] == -20.3
 
 
 # ----------------------------------------------------------------------------- steps
 
 
-def _reference_steps(t_ms: np.ndarray, lon: np.ndarray, lat: np.ndarray, good: np.ndarray,
-                     max_gap_s: float) -> list[dict[str, Any]]:
+def _reference_steps(
+    t_ms: np.ndarray, lon: np.ndarray, lat: np.ndarray, good: np.ndarray, max_gap_s: float
+) -> list[dict[str, Any]]:
     """One geographiclib call per row, the way an analyst would write it."""
     out: list[dict[str, Any]] = []
     idx = [i for i in range(t_ms.size) if good[i]]
@@ -173,8 +175,17 @@ def _reference_steps(t_ms: np.ndarray, lon: np.ndarray, lat: np.ndarray, good: n
         if prev is not None and not math.isnan(prev["arrival"]) and moved:
             turn = (heading - prev["arrival"]) % 360.0
             turn = turn - 360.0 if turn > 180.0 else turn
-        row = {"i0": a, "i1": b, "dist": g["s12"], "dt": dt, "speed": g["s12"] / dt,
-               "heading": heading, "arrival": arrival, "turn": turn, "burst": burst}
+        row = {
+            "i0": a,
+            "i1": b,
+            "dist": g["s12"],
+            "dt": dt,
+            "speed": g["s12"] / dt,
+            "heading": heading,
+            "arrival": arrival,
+            "turn": turn,
+            "burst": burst,
+        }
         out.append(row)
         prev = row
     return out
@@ -183,8 +194,13 @@ def _reference_steps(t_ms: np.ndarray, lon: np.ndarray, lat: np.ndarray, good: n
 @st.composite
 def tracks(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
     n = draw(st.integers(2, 30))
-    dts = draw(st.lists(st.sampled_from([600, 3600, 4 * 3600, 14400 + 1, 43200, 86400 * 3]),
-                        min_size=n - 1, max_size=n - 1))
+    dts = draw(
+        st.lists(
+            st.sampled_from([600, 3600, 4 * 3600, 14400 + 1, 43200, 86400 * 3]),
+            min_size=n - 1,
+            max_size=n - 1,
+        )
+    )
     t = T0 + 1000 * np.concatenate([[0], np.cumsum(dts)]).astype(np.int64)
     lon = 77.0 + np.asarray(draw(st.lists(st.floats(-0.3, 0.3), min_size=n, max_size=n)))
     lat = 43.0 + np.asarray(draw(st.lists(st.floats(-0.3, 0.3), min_size=n, max_size=n)))
@@ -262,32 +278,52 @@ def test_max_gap_from_schedule_or_median() -> None:
 PROFILE = quality.Profile("leopard", max_speed_mps=5.0, fix_interval_s=4 * 3600)
 
 
-def _flags(t: list[int], lon: list[float], lat: list[float], hdop: list[float] | None = None,
-           sats: list[float] | None = None) -> np.ndarray:
+def _flags(
+    t: list[int],
+    lon: list[float],
+    lat: list[float],
+    hdop: list[float] | None = None,
+    sats: list[float] | None = None,
+) -> np.ndarray:
     n = len(t)
-    return quality.static_flags(np.asarray(t, np.int64), _a(*lon), _a(*lat),
-                                _a(*(hdop or [1.0] * n)), _a(*(sats or [8.0] * n)), PROFILE)
+    return quality.static_flags(
+        np.asarray(t, np.int64),
+        _a(*lon),
+        _a(*lat),
+        _a(*(hdop or [1.0] * n)),
+        _a(*(sats or [8.0] * n)),
+        PROFILE,
+    )
 
 
 def test_duplicates_keep_the_best_hdop() -> None:
-    f = _flags([0, 5, 5, 5, 9], [77.0] * 5, [43.0, 43.01, 43.02, 43.03, 43.0],
-               hdop=[1.0, 3.0, 1.1, 2.0, 1.0])
+    f = _flags(
+        [0, 5, 5, 5, 9],
+        [77.0] * 5,
+        [43.0, 43.01, 43.02, 43.03, 43.0],
+        hdop=[1.0, 3.0, 1.1, 2.0, 1.0],
+    )
     assert [bool(x & quality.DUPLICATE) for x in f] == [False, True, False, True, False]
     # A located fix beats a failed one however good the failed one's HDOP; NaN HDOP ranks last.
-    f = _flags([5, 5, 5], [math.nan, 77.0, 77.0], [math.nan, 43.0, 43.1],
-               hdop=[0.5, math.nan, 4.0])
+    f = _flags([5, 5, 5], [math.nan, 77.0, 77.0], [math.nan, 43.0, 43.1], hdop=[0.5, math.nan, 4.0])
     assert [bool(x & quality.DUPLICATE) for x in f] == [True, True, False]
 
 
 def test_missing_poor_hdop_and_few_satellites() -> None:
-    f = _flags([0, 1, 2, 3, 4, 5, 6], [math.nan, 77.0, 0.0, 0.0, 77.0, 77.0, 77.0],
-               [43.0, math.nan, 0.0, 10.0, 43.0, 43.0, 43.0],
-               hdop=[1.0, 1.0, 1.0, 1.0, 10.0, 10.5, 1.0], sats=[8, 8, 8, 8, 3, 8, 2])
+    f = _flags(
+        [0, 1, 2, 3, 4, 5, 6],
+        [math.nan, 77.0, 0.0, 0.0, 77.0, 77.0, 77.0],
+        [43.0, math.nan, 0.0, 10.0, 43.0, 43.0, 43.0],
+        hdop=[1.0, 1.0, 1.0, 1.0, 10.0, 10.5, 1.0],
+        sats=[8, 8, 8, 8, 3, 8, 2],
+    )
     assert [bool(x & quality.MISSING_COORDS) for x in f] == [1, 1, 1, 0, 0, 0, 0]
     assert [bool(x & quality.POOR_HDOP) for x in f] == [0, 0, 0, 0, 0, 1, 0]
     assert [bool(x & quality.FEW_SATELLITES) for x in f] == [0, 0, 0, 0, 0, 0, 1]
     assert quality.flag_names(int(quality.POOR_HDOP | quality.DUPLICATE)) == [
-        "duplicate", "poor-hdop"]
+        "duplicate",
+        "poor-hdop",
+    ]
 
 
 def test_single_outlier_is_flagged_not_its_neighbours() -> None:
@@ -300,10 +336,12 @@ def test_single_outlier_is_flagged_not_its_neighbours() -> None:
     assert out.tolist() == [i == 4 for i in range(n)]
     # The reducer flags it too, and makes no step to or from it.
     ctx = Context(None, (), PROFILE, config=TrackConfig(home_range_every_days=None))
-    state, ev = advance(TrackState.new("a"), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0),
-                                                      t), ctx)
-    assert state.flags.tolist() == [int(quality.IMPOSSIBLE_SPEED) if i == 4 else 0
-                                    for i in range(n)]
+    state, ev = advance(
+        TrackState.new("a"), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0), t), ctx
+    )
+    assert state.flags.tolist() == [
+        int(quality.IMPOSSIBLE_SPEED) if i == 4 else 0 for i in range(n)
+    ]
     assert [e["start-location-lat"] for e in ev] == [43.0] * (n - 2)
 
 
@@ -356,8 +394,9 @@ def test_crossing_kaz_to_kgz_is_on_the_border() -> None:
 def test_crossing_through_a_third_country_in_order() -> None:
     assert _code(64.0, 41.0) == "UZB" and _code(59.6, 36.3) == "IRN"
     x = COUNTRIES.crossings(_a(64.0), _a(41.0), _a(59.6), _a(36.3))
-    pairs = [(COUNTRIES.codes[a], COUNTRIES.codes[b]) for a, b in zip(x.from_idx, x.to_idx,
-                                                                      strict=True)]
+    pairs = [
+        (COUNTRIES.codes[a], COUNTRIES.codes[b]) for a, b in zip(x.from_idx, x.to_idx, strict=True)
+    ]
     assert pairs == [("UZB", "TKM"), ("TKM", "IRN")]
     assert x.order.tolist() == [0, 1] and x.count.tolist() == [2, 2]
     assert 0.0 < x.frac[0] < x.frac[1] < 1.0
@@ -377,10 +416,11 @@ def test_out_and_back_excursion_within_a_step_is_reduced_away() -> None:
     is; and A -> B -> A -> C within one step is reported as the one crossing A -> C."""
     toy = _toy_layer()
     assert _code(5.0, 0.5, toy) == "BBB"
-    x = toy.crossings(_a(1.0, 1.0, 1.0), _a(0.5, 0.5, 0.5), _a(9.0, 5.0, 11.0),
-                      _a(0.5, -2.0, 0.5))
-    pairs = [(int(s), toy.codes[a], toy.codes[b])
-             for s, a, b in zip(x.step, x.from_idx, x.to_idx, strict=True)]
+    x = toy.crossings(_a(1.0, 1.0, 1.0), _a(0.5, 0.5, 0.5), _a(9.0, 5.0, 11.0), _a(0.5, -2.0, 0.5))
+    pairs = [
+        (int(s), toy.codes[a], toy.codes[b])
+        for s, a, b in zip(x.step, x.from_idx, x.to_idx, strict=True)
+    ]
     assert pairs == [(1, "AAA", "BBB"), (2, "AAA", "CCC")]
     assert x.lon[1] == pytest.approx(10.0, abs=1e-9)  # A -> C where it enters C
 
@@ -390,27 +430,50 @@ def _cuckoo(shared_data: Path) -> FixBatch:
     with open(shared_data / "tracks-cuckoos-mongolia-icarus.csv", newline="") as fh:
         for r in csv.DictReader(fh):
             if r["individual-local-identifier"] == "B89A08" and r["location-long"]:
-                rows.append((parse_ms(r["timestamp"]), float(r["location-long"]),
-                             float(r["location-lat"])))
+                rows.append(
+                    (parse_ms(r["timestamp"]), float(r["location-long"]), float(r["location-lat"]))
+                )
     t, lon, lat = (np.asarray(c) for c in zip(*rows, strict=True))
     n = t.size
-    return FixBatch(t.astype(np.int64), lon, lat, np.full(n, np.nan), np.full(n, np.nan),
-                    t.astype(np.int64), "B89A08")
+    return FixBatch(
+        t.astype(np.int64),
+        lon,
+        lat,
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        t.astype(np.int64),
+        "B89A08",
+    )
 
 
-CUCKOO_ROUTE = ["Mongolia", "Russia", "Mongolia", "People's Republic of China", "Kazakhstan",
-                "Kyrgyzstan", "Uzbekistan", "Turkmenistan", "Iran"]
+CUCKOO_ROUTE = [
+    "Mongolia",
+    "Russia",
+    "Mongolia",
+    "People's Republic of China",
+    "Kazakhstan",
+    "Kyrgyzstan",
+    "Uzbekistan",
+    "Turkmenistan",
+    "Iran",
+]
 
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("layer_file", [None, "ne-10m-admin0-central-asia-full.geojson"])
 def test_cuckoo_b89a08_country_sequence(shared_data: Path, layer_file: str | None) -> None:
     layer = COUNTRIES if layer_file is None else load_countries(shared_data / layer_file)
-    ctx = Context(layer, (), quality.Profile("cuckoo", 70.0, fix_interval_s=86400),
-                  config=TrackConfig(window_days=10000, home_range_every_days=None))
+    ctx = Context(
+        layer,
+        (),
+        quality.Profile("cuckoo", 70.0, fix_interval_s=86400),
+        config=TrackConfig(window_days=10000, home_range_every_days=None),
+    )
     _, ev = advance(TrackState.new("B89A08"), _cuckoo(shared_data), ctx)
-    alerts = sorted((e for e in ev if e.get("kind") == "border-crossing"),
-                    key=lambda e: (e["details"]["step-start-timestamp"], e["details"]["order"]))
+    alerts = sorted(
+        (e for e in ev if e.get("kind") == "border-crossing"),
+        key=lambda e: (e["details"]["step-start-timestamp"], e["details"]["order"]),
+    )
     seq = [alerts[0]["details"]["from"]["name"]] + [a["details"]["to"]["name"] for a in alerts]
     for prev, nxt in itertools.pairwise(alerts):
         assert prev["details"]["to"]["code"] == nxt["details"]["from"]["code"]
@@ -423,10 +486,15 @@ def test_cuckoo_b89a08_country_sequence(shared_data: Path, layer_file: str | Non
         by_day.setdefault(a["details"]["step-start-timestamp"][:10], []).append(a["details"])
     (kgz_uzb,) = by_day["2021-10-02"]
     assert (kgz_uzb["from"]["code"], kgz_uzb["to"]["code"], kgz_uzb["path"]) == (
-        "KGZ", "UZB", "geodesic")
+        "KGZ",
+        "UZB",
+        "geodesic",
+    )
     oct3 = by_day["2021-10-03"]
     assert [(d["from"]["code"], d["to"]["code"], d["order"], d["count"]) for d in oct3] == [
-        ("UZB", "TKM", 0, 2), ("TKM", "IRN", 1, 2)]
+        ("UZB", "TKM", 0, 2),
+        ("TKM", "IRN", 1, 2),
+    ]
     assert oct3[0]["crossing-timestamp"] < oct3[1]["crossing-timestamp"]
     # The collar was silent over western China: that crossing is a gap, not a geodesic.
     gaps = [a["details"] for a in alerts if a["details"]["path"] == "gap"]
@@ -442,8 +510,7 @@ def test_russian_country_names_are_readable() -> None:
 
 def _square_fence(hysteresis_m: float = 250.0) -> UrbanFence:
     city = shapely.box(76.90, 43.20, 76.96, 43.24)
-    return UrbanFence("Square", "sq", city, (Zone("within 1 km", 1000.0, "warning"),),
-                      hysteresis_m)
+    return UrbanFence("Square", "sq", city, (Zone("within 1 km", 1000.0, "warning"),), hysteresis_m)
 
 
 def _east_of_square(d_m: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -455,8 +522,9 @@ def _urban_alerts(fence: UrbanFence, lon: np.ndarray, lat: np.ndarray) -> list[d
     ctx = Context(None, (fence,), PROFILE, config=TrackConfig(home_range_every_days=None))
     t = T0 + np.arange(lon.size, dtype=np.int64) * H4_MS
     n = lon.size
-    _, ev = advance(TrackState.new("a", 1), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0),
-                                                     t), ctx)
+    _, ev = advance(
+        TrackState.new("a", 1), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0), t), ctx
+    )
     return [e for e in ev if e.get("kind") == "urban-edge"]
 
 
@@ -499,14 +567,25 @@ def test_latch_levels_equals_the_loop(args: tuple[np.ndarray, np.ndarray, int, i
 @pytest.mark.shared_data
 def test_real_almaty_boundary_as_urban_fence(shared_data: Path, tmp_path: Path) -> None:
     osm = json.loads((shared_data / "almaty-city-osm.geojson").read_text(encoding="utf-8"))
-    fence_doc = {"type": "FeatureCollection", "features": [{
-        "type": "Feature", "geometry": osm["features"][0]["geometry"],
-        "properties": {"kind": "urban-edge", "id": "almaty-osm", "name": "Almaty (OSM)",
-                       "zones": [{"name": "within 5 km", "distance_m": 5000, "severity": "info"},
-                                 {"name": "within 1 km", "distance_m": 1000,
-                                  "severity": "warning"},
-                                 {"name": "inside", "distance_m": 0, "severity": "critical"}]},
-    }]}
+    fence_doc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": osm["features"][0]["geometry"],
+                "properties": {
+                    "kind": "urban-edge",
+                    "id": "almaty-osm",
+                    "name": "Almaty (OSM)",
+                    "zones": [
+                        {"name": "within 5 km", "distance_m": 5000, "severity": "info"},
+                        {"name": "within 1 km", "distance_m": 1000, "severity": "warning"},
+                        {"name": "inside", "distance_m": 0, "severity": "critical"},
+                    ],
+                },
+            }
+        ],
+    }
     path = tmp_path / "almaty.geojson"
     path.write_text(json.dumps(fence_doc), encoding="utf-8")
     (fence,) = load_fence_file(path)
@@ -515,14 +594,21 @@ def test_real_almaty_boundary_as_urban_fence(shared_data: Path, tmp_path: Path) 
     start, centre = (77.2, 43.0), (76.92, 43.25)
     dist, az, _ = inverse(_a(start[0]), _a(start[1]), _a(centre[0]), _a(centre[1]))
     steps = np.arange(0.0, dist[0], 500.0)
-    lon, lat = forward(np.full(steps.size, start[0]), np.full(steps.size, start[1]),
-                       np.full(steps.size, az[0]), steps)
+    lon, lat = forward(
+        np.full(steps.size, start[0]),
+        np.full(steps.size, start[1]),
+        np.full(steps.size, az[0]),
+        steps,
+    )
     assert not city.contains(shapely.Point(lon[0], lat[0]))
     assert city.contains(shapely.Point(lon[-1], lat[-1]))
     alerts = _urban_alerts(fence, lon, lat)
     got = [(a["details"]["zone"], a["severity"], a["details"]["level"]) for a in alerts]
-    assert got == [("within 5 km", "info", 1), ("within 1 km", "warning", 2),
-                   ("inside", "critical", 3)]
+    assert got == [
+        ("within 5 km", "info", 1),
+        ("within 1 km", "warning", 2),
+        ("inside", "critical", 3),
+    ]
     # The "inside" alert is raised at the first fix inside the OSM polygon.
     inside = [city.contains(shapely.Point(x, y)) for x, y in zip(lon, lat, strict=True)]
     assert alerts[2]["location-lat"] == pytest.approx(lat[inside.index(True)], abs=1e-7)
@@ -532,9 +618,17 @@ def test_real_almaty_boundary_as_urban_fence(shared_data: Path, tmp_path: Path) 
 
 # Home ranges at daily boundaries over 2-day windows, so random tracks of a few days
 # make them too (and their corrections when a late fix lands before a boundary).
-ORDER_CTX = Context(COUNTRIES, ALMATY, PROFILE,
-                    config=TrackConfig(window_days=10000, home_range_every_days=1.0,
-                                       home_range_windows_days=(2.0,), home_range_min_fixes=5))
+ORDER_CTX = Context(
+    COUNTRIES,
+    ALMATY,
+    PROFILE,
+    config=TrackConfig(
+        window_days=10000,
+        home_range_every_days=1.0,
+        home_range_windows_days=(2.0,),
+        home_range_min_fixes=5,
+    ),
+)
 
 
 @st.composite
@@ -562,11 +656,27 @@ def messy_tracks(draw: st.DrawFn) -> list[tuple[int, float, float, float, float,
         else:
             fixes.append((t, round(lon, 6), round(lat, 6), hdop, sats, ftype))
             if kind == "dup":  # same instant, another position and HDOP
-                fixes.append((t, round(lon + 0.001, 6), round(lat, 6),
-                              draw(st.sampled_from([0.8, 2.0])), 7.0, 3.0))
+                fixes.append(
+                    (
+                        t,
+                        round(lon + 0.001, 6),
+                        round(lat, 6),
+                        draw(st.sampled_from([0.8, 2.0])),
+                        7.0,
+                        3.0,
+                    )
+                )
             if kind == "near":  # the same fix re-stamped seconds later
-                fixes.append((t + draw(st.integers(1, 59)) * 1000, round(lon + 0.0002, 6),
-                              round(lat, 6), draw(st.sampled_from([0.8, 2.0])), 7.0, ftype))
+                fixes.append(
+                    (
+                        t + draw(st.integers(1, 59)) * 1000,
+                        round(lon + 0.0002, 6),
+                        round(lat, 6),
+                        draw(st.sampled_from([0.8, 2.0])),
+                        7.0,
+                        ftype,
+                    )
+                )
     return fixes
 
 
@@ -576,8 +686,16 @@ def _batch(fixes: list[tuple[float, ...]]) -> FixBatch:
     cols = [np.asarray(c) for c in zip(*fixes, strict=True)]
     t = cols[0].astype(np.int64)
     ftype = cols[5].astype(float) if len(cols) > 5 else None
-    return FixBatch(t, cols[1].astype(float), cols[2].astype(float), cols[3].astype(float),
-                    cols[4].astype(float), t + 120_000, "collar-7", ftype)
+    return FixBatch(
+        t,
+        cols[1].astype(float),
+        cols[2].astype(float),
+        cols[3].astype(float),
+        cols[4].astype(float),
+        t + 120_000,
+        "collar-7",
+        ftype,
+    )
 
 
 def _replay(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -618,8 +736,11 @@ def test_reducer_is_independent_of_arrival_order(
         emitted += ev
     kinds = {e.get("kind", e.get("status")) for e in emitted}
     kinds |= {e["type"] for e in emitted}
-    for k in sorted(k for k in kinds if k in ("withdrawn", "withdrawal", "border-crossing",
-                                              "urban-edge", "home-range-due")):
+    for k in sorted(
+        k
+        for k in kinds
+        if k in ("withdrawn", "withdrawal", "border-crossing", "urban-edge", "home-range-due")
+    ):
         event(f"emitted {k}")  # --hypothesis-show-statistics: how often each case arises
     assert _replay(emitted) == expected
     # What was emitted, by id, content digest and anchor time.
@@ -630,15 +751,22 @@ def test_reducer_is_independent_of_arrival_order(
     # flagged after it was once good keeps a stale, unread value.
     good = whole_state.flags == 0
     for name in ("zone", "burst_ms"):
-        np.testing.assert_array_equal(getattr(state, name)[good], getattr(whole_state, name)[good],
-                                      name)
+        np.testing.assert_array_equal(
+            getattr(state, name)[good], getattr(whole_state, name)[good], name
+        )
     np.testing.assert_allclose(state.arrival_deg[good], whole_state.arrival_deg[good], atol=1e-9)
 
 
 # Every detector on: border approach (KAZ/KGZ lines), protected areas (Ile-Alatau lies
 # beside Almaty, inside messy_tracks' box), excursions, immobility, silences.
-FULL_CTX = Context(COUNTRIES, ALMATY, PROFILE, config=ORDER_CTX.config,
-                   borders=border_lines(COUNTRIES), areas=load_protected_areas())
+FULL_CTX = Context(
+    COUNTRIES,
+    ALMATY,
+    PROFILE,
+    config=ORDER_CTX.config,
+    borders=border_lines(COUNTRIES),
+    areas=load_protected_areas(),
+)
 
 
 @given(tracks=st.lists(messy_tracks(), min_size=2, max_size=4), data=st.data())
@@ -654,9 +782,13 @@ def test_advancing_animals_together_equals_one_by_one(
     plan = []  # per round, per animal: its fixes in that round (maybe none, maybe repeats)
     for track in tracks:
         arrival = data.draw(st.permutations(track)) + data.draw(
-            st.lists(st.sampled_from(track), max_size=3))
-        cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), min_size=rounds - 1,
-                                         max_size=rounds - 1)))
+            st.lists(st.sampled_from(track), max_size=3)
+        )
+        cuts = sorted(
+            data.draw(
+                st.lists(st.integers(0, len(arrival)), min_size=rounds - 1, max_size=rounds - 1)
+            )
+        )
         bounds = [0, *cuts, len(arrival)]
         plan.append([arrival[a:b] for a, b in itertools.pairwise(bounds)])
     alone = {n: TrackState.new(n, len(ALMATY)) for n in names}
@@ -699,20 +831,32 @@ def test_silence_in_the_track_equals_what_the_live_timer_raises() -> None:
     lon, lat = np.linspace(77.3, 77.31, n), np.full(n, 43.0)
     ctx = Context(None, (), PROFILE, config=TrackConfig(home_range_every_days=None))
     received = t + 60_000
-    _, ev = advance(TrackState.new("a"), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0),
-                                                      received, "c"), ctx)
+    _, ev = advance(
+        TrackState.new("a"), FixBatch(t, lon, lat, np.ones(n), np.full(n, 8.0), received, "c"), ctx
+    )
     silent = [e for e in ev if e.get("kind") == "silent-collar"]
     assert [e["details"]["transition"] for e in silent] == ["start", "end"]
     start, end = silent
     assert start["fix-timestamp"] == iso(int(t[2])) and end["fix-timestamp"] == iso(int(t[3]))
     assert end["details"]["silent_s"] == 24 * 3600.0
     # The live timer builds the start from the last fix alone: same id, same content.
-    live = silent_collar_alert("a", "c", int(t[2]), float(lon[2]), float(lat[2]), int(t[2]),
-                               int(received[2]), 4 * 3600.0, 3.0, "start")
+    live = silent_collar_alert(
+        "a",
+        "c",
+        int(t[2]),
+        float(lon[2]),
+        float(lat[2]),
+        int(t[2]),
+        int(received[2]),
+        4 * 3600.0,
+        3.0,
+        "start",
+    )
     live.pop("_anchor")
     assert live == start
     # Exactly three intervals is not yet a silence (strict, as the timer's test).
     t2 = T0 + np.array([0, 12], dtype=np.int64) * 3_600_000
-    _, ev2 = advance(TrackState.new("b"), FixBatch(t2, lon[:2], lat[:2], np.ones(2),
-                                                   np.full(2, 8.0), t2), ctx)
+    _, ev2 = advance(
+        TrackState.new("b"), FixBatch(t2, lon[:2], lat[:2], np.ones(2), np.full(2, 8.0), t2), ctx
+    )
     assert not [e for e in ev2 if e.get("kind") == "silent-collar"]

@@ -34,12 +34,17 @@ def test_every_simulated_alert_kind_has_a_line_without_a_precise_position() -> N
         assert kind == a["kind"] and a["individual-local-identifier"] in line
         # Coordinates in a line have at most 2 decimals (10 km grid), never the fix's 7.
         assert not re.search(r"\d+\.\d{3,}°", line), line
-    withdrawn = {"kind": "withdrawal", "individual-local-identifier": "SL-ALM-01",
-                 "withdraws": "alr-0123456789abcdef", "id": "alr-x", "severity": "info",
-                 "reason": "a late fix", "type": "alert"}
+    withdrawn = {
+        "kind": "withdrawal",
+        "individual-local-identifier": "SL-ALM-01",
+        "withdraws": "alr-0123456789abcdef",
+        "id": "alr-x",
+        "severity": "info",
+        "reason": "a late fix",
+        "type": "alert",
+    }
     assert describe(withdrawn)[1] == "withdrawal"
-    assert describe({"reason": "not JSON"}, dead=True) == ("  DEAD-LETTER  not JSON",
-                                                            "dead-letter")
+    assert describe({"reason": "not JSON"}, dead=True) == ("  DEAD-LETTER  not JSON", "dead-letter")
 
 
 def test_data_clock_setting_maps_wall_time_to_replayed_time() -> None:

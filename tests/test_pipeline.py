@@ -34,8 +34,8 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
 GARBAGE = {
     b"{not json": "not JSON",
-    b'{"timestamp": "2026-03-01T00:00:00Z", "location-long": 77.0, "location-lat": 43.1}':
-        "individual-local-identifier",
+    b'{"timestamp": "2026-03-01T00:00:00Z",'
+    b' "location-long": 77.0, "location-lat": 43.1}': "individual-local-identifier",
     b'{"individual-local-identifier": "X", "timestamp": "2026-03-01T00:00:00Z",'
     b' "location-long": 181.5, "location-lat": 43.1}': "out of range",
     b'{"individual-local-identifier": "X", "timestamp": "2026-03-01T00:00:00Z",'
@@ -55,9 +55,15 @@ def worker(
     kafka_bootstrap: str, topics: TopicNames, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[bool]:
     """A worker; True: it hands validated batches to its tracking stage in process."""
-    proc = spawn_worker(kafka_bootstrap, topics.prefix, tmp_path,
-                        {"COLLARSTREAM_SESSION_TIMEOUT_S": "4",
-                         "COLLARSTREAM_LOCAL_HANDOFF": str(request.param).lower()})
+    proc = spawn_worker(
+        kafka_bootstrap,
+        topics.prefix,
+        tmp_path,
+        {
+            "COLLARSTREAM_SESSION_TIMEOUT_S": "4",
+            "COLLARSTREAM_LOCAL_HANDOFF": str(request.param).lower(),
+        },
+    )
     try:
         yield request.param
     finally:
@@ -103,9 +109,13 @@ def _changelog_states(bootstrap: str, topic: str, want: dict[str, TrackState]) -
 
 def _header_values(bootstrap: str, topic: str, name: str) -> list[bytes | None]:
     """Per record of `topic` (from the beginning): the value of its header `name`."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(parts)
@@ -148,8 +158,9 @@ def test_live_pipeline_alerts_dead_letters_and_schemas(
     deadline = time.monotonic() + 90
     alerts: list[dict] = []
     while time.monotonic() < deadline:
-        alerts = [orjson.loads(v) for _, v in
-                  consume_all(kafka_bootstrap, topics.alerts, timeout_s=3)]
+        alerts = [
+            orjson.loads(v) for _, v in consume_all(kafka_bootstrap, topics.alerts, timeout_s=3)
+        ]
         if set(_final(alerts)) >= set(expected):
             break
     final = _final(alerts)
@@ -162,8 +173,9 @@ def test_live_pipeline_alerts_dead_letters_and_schemas(
     for raw, reason in originals.items():
         assert GARBAGE[raw] in reason
 
-    validators = {n: _validator(n) for n in
-                  ("alert", "step", "home-range", "dead-letter", "fix-batch")}
+    validators = {
+        n: _validator(n) for n in ("alert", "step", "home-range", "dead-letter", "fix-batch")
+    }
     for r in records:
         validators["dead-letter"].validate(r)
     for a in alerts:

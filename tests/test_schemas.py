@@ -109,8 +109,11 @@ def test_every_property_is_described(name: str) -> None:
     # the repetitions in if/then branches that only narrow it need not repeat the text.
     defining = {"type", "$ref", "oneOf", "enum"}
     undescribed = [
-        p for p, sub in _properties(_schema(name))
-        if isinstance(sub, dict) and defining & sub.keys() and "description" not in sub
+        p
+        for p, sub in _properties(_schema(name))
+        if isinstance(sub, dict)
+        and defining & sub.keys()
+        and "description" not in sub
         and not (sub.keys() <= {"type", "const", "minimum"})
     ]
     assert not undescribed, f"{name}: properties without a description: {undescribed}"
@@ -122,8 +125,12 @@ def test_every_property_is_described(name: str) -> None:
 @pytest.fixture(scope="module")
 def ctx() -> Context:
     profile = quality.Profile("snow-leopard-test", 5.0, fix_interval_s=4 * 3600)
-    return Context(load_countries(), load_fence_file(default_urban_path()), profile,
-                   config=TrackConfig(window_days=10000, home_range_every_days=1.0))
+    return Context(
+        load_countries(),
+        load_fence_file(default_urban_path()),
+        profile,
+        config=TrackConfig(window_days=10000, home_range_every_days=1.0),
+    )
 
 
 def _track() -> tuple[list[float], list[float]]:
@@ -143,8 +150,15 @@ def _track() -> tuple[list[float], list[float]]:
 def _batch(t_ms: list[int], lon: list[float], lat: list[float], tag: str = "collar-7") -> FixBatch:
     n = len(t_ms)
     t = np.asarray(t_ms, dtype=np.int64)
-    return FixBatch(t, np.asarray(lon, float), np.asarray(lat, float), np.full(n, 1.5),
-                    np.full(n, 9.0), t + 90_000, tag)
+    return FixBatch(
+        t,
+        np.asarray(lon, float),
+        np.asarray(lat, float),
+        np.full(n, 1.5),
+        np.full(n, 9.0),
+        t + 90_000,
+        tag,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -169,11 +183,17 @@ def events(ctx: Context) -> dict[str, list[dict[str, Any]]]:
 
 def test_reducer_produced_every_kind_of_event(events: dict[str, list[dict[str, Any]]]) -> None:
     alerts = events["alert"]
-    crossings = [(a["details"]["from"]["code"], a["details"]["to"]["code"])
-                 for a in alerts if a["kind"] == "border-crossing"]
+    crossings = [
+        (a["details"]["from"]["code"], a["details"]["to"]["code"])
+        for a in alerts
+        if a["kind"] == "border-crossing"
+    ]
     assert ("KAZ", "KGZ") in crossings and ("KGZ", "KAZ") in crossings
-    urban = [(a["details"]["transition"], a["details"]["level"])
-             for a in alerts if a["kind"] == "urban-edge"]
+    urban = [
+        (a["details"]["transition"], a["details"]["level"])
+        for a in alerts
+        if a["kind"] == "urban-edge"
+    ]
     assert [u for u in urban if u[0] == "enter"] == [("enter", 1), ("enter", 2), ("enter", 3)]
     assert ("exit", 0) in urban
     withdrawals = [a for a in alerts if a["kind"] == "withdrawal"]
@@ -219,8 +239,15 @@ def test_schemas_reject_what_the_code_never_emits(
         ("alert", {**crossing, "location-lat": 91.0}),
         ("home-range", {**hr, "ranges": [{**hr["ranges"][0], "method": "lse"}]}),
         ("home-range", {**hr, "ranges": [{**hr["ranges"][0], "bandwidth_m": 300.0}]}),
-        ("home-range", {**hr, "ranges": [{**hr["ranges"][0], "geometry": {"type": "Point",
-                                                                         "coordinates": [0, 0]}}]}),
+        (
+            "home-range",
+            {
+                **hr,
+                "ranges": [
+                    {**hr["ranges"][0], "geometry": {"type": "Point", "coordinates": [0, 0]}}
+                ],
+            },
+        ),
     ]
     for name, obj in bad:
         assert _errors(name, obj), f"{name} schema accepts {obj!r}"
@@ -233,14 +260,25 @@ def _fix(**kw: Any) -> dict[str, Any]:
     return {"individual-local-identifier": "leo-1", "timestamp": "2025-05-01T04:00:00.000Z", **kw}
 
 
-@pytest.mark.parametrize("doc", [
-    _fix(),
-    _fix(**{"location-long": 77.0, "location-lat": 43.2, "gps:hdop": 1.2,
-            "gps:satellite-count": 7, "height-above-ellipsoid": 1500.5,
-            "tag-local-identifier": "T1", "received-timestamp": "2025-05-01T04:03:00Z"}),
-    _fix(**{"location-long": None, "location-lat": None, "tag-local-identifier": 4711}),
-    _fix(timestamp="2025-05-01 04:00:00.999", **{"study-name": "extra columns are ignored"}),
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        _fix(),
+        _fix(
+            **{
+                "location-long": 77.0,
+                "location-lat": 43.2,
+                "gps:hdop": 1.2,
+                "gps:satellite-count": 7,
+                "height-above-ellipsoid": 1500.5,
+                "tag-local-identifier": "T1",
+                "received-timestamp": "2025-05-01T04:03:00Z",
+            }
+        ),
+        _fix(**{"location-long": None, "location-lat": None, "tag-local-identifier": 4711}),
+        _fix(timestamp="2025-05-01 04:00:00.999", **{"study-name": "extra columns are ignored"}),
+    ],
+)
 def test_fix_to_json_validates_and_round_trips(doc: dict[str, Any]) -> None:
     fix = wire.parse_fix(doc, received_ms=T0)
     out = fix.to_json()
@@ -268,28 +306,50 @@ def test_raw_topic_upload_validates() -> None:
     t=st.integers(0, 4_102_444_800_000),
     age=st.integers(0, 10**9),
     located=st.booleans(),
-    lon=st.floats(-180, 180), lat=st.floats(-90, 90),
+    lon=st.floats(-180, 180),
+    lat=st.floats(-90, 90),
     hdop=st.one_of(st.just(math.nan), st.floats(0, 100)),
     sats=st.one_of(st.just(math.nan), st.integers(0, 64).map(float)),
     height=st.one_of(st.just(math.nan), st.floats(-1000, 10000)),
 )
 @settings(max_examples=200, deadline=None)
-def test_any_fix_to_json_validates(animal: str, tag: str, t: int, age: int, located: bool,
-                                   lon: float, lat: float, hdop: float, sats: float,
-                                   height: float) -> None:
-    fix = wire.Fix(animal, tag, t, lon if located else math.nan, lat if located else math.nan,
-                   hdop, sats, height, t + age)
+def test_any_fix_to_json_validates(
+    animal: str,
+    tag: str,
+    t: int,
+    age: int,
+    located: bool,
+    lon: float,
+    lat: float,
+    hdop: float,
+    sats: float,
+    height: float,
+) -> None:
+    fix = wire.Fix(
+        animal,
+        tag,
+        t,
+        lon if located else math.nan,
+        lat if located else math.nan,
+        hdop,
+        sats,
+        height,
+        t + age,
+    )
     out = fix.to_json()
     _assert_valid("fix", out)
     assert wire.parse_fix(_wire(out), received_ms=0) == fix
 
 
-@pytest.mark.parametrize(("raw", "key"), [
-    (b'{"individual-local-identifier": "leo-1"}', b"leo-1"),
-    (b"\xff\xfe not utf-8", None),
-    (b"", b"\x00\xff"),
-    ("[{\"timestamp\": \"2025-05-01T04:00:00Z\", \"x\": \"Алматы\"}]".encode(), b"k"),
-])
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b'{"individual-local-identifier": "leo-1"}', b"leo-1"),
+        (b"\xff\xfe not utf-8", None),
+        (b"", b"\x00\xff"),
+        ('[{"timestamp": "2025-05-01T04:00:00Z", "x": "Алматы"}]'.encode(), b"k"),
+    ],
+)
 def test_dead_letter_validates(raw: bytes, key: bytes | None) -> None:
     reason = "individual-local-identifier must be a non-empty string of at most 128 chars"
     try:
@@ -304,12 +364,25 @@ def test_dead_letter_validates(raw: bytes, key: bytes | None) -> None:
 
 # ----------------------------------------------------------------------------- parse_fix vs schema
 
-FIX_KEYS = ("individual-local-identifier", "tag-local-identifier", "timestamp",
-            "received-timestamp", "location-long", "location-lat", "gps:hdop",
-            "gps:satellite-count", "height-above-ellipsoid")
+FIX_KEYS = (
+    "individual-local-identifier",
+    "tag-local-identifier",
+    "timestamp",
+    "received-timestamp",
+    "location-long",
+    "location-lat",
+    "gps:hdop",
+    "gps:satellite-count",
+    "height-above-ellipsoid",
+)
 ZONES = ("Z", "+00:00", "-00:00", "+0000", "-0000", "")
-BOUNDS = {"location-long": (-180, 180), "location-lat": (-90, 90), "gps:hdop": (0, 100),
-          "gps:satellite-count": (0, 64), "height-above-ellipsoid": (-1000, 10000)}
+BOUNDS = {
+    "location-long": (-180, 180),
+    "location-lat": (-90, 90),
+    "gps:hdop": (0, 100),
+    "gps:satellite-count": (0, 64),
+    "height-above-ellipsoid": (-1000, 10000),
+}
 
 
 @st.composite
@@ -321,8 +394,9 @@ def timestamps(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         text = text.replace("T", " ")
     if digits:
-        text += "." + "".join(draw(st.lists(st.sampled_from("0123456789"),
-                                            min_size=digits, max_size=digits)))
+        text += "." + "".join(
+            draw(st.lists(st.sampled_from("0123456789"), min_size=digits, max_size=digits))
+        )
     return text + draw(st.sampled_from(ZONES))
 
 
@@ -336,30 +410,47 @@ def bad_timestamps(draw: st.DrawFn) -> str:
         i = draw(st.integers(0, 18))
         c = draw(st.sampled_from("x/_:-+.,aTZ"))
         assume(good[i] != c and not (i == 10 and c in "T "))
-        return good[:i] + c + good[i + 1:]
+        return good[:i] + c + good[i + 1 :]
     if how == "drop":
         i = draw(st.integers(0, 18))
-        return good[:i] + good[i + 1:]
+        return good[:i] + good[i + 1 :]
     if how == "append":
         return good + draw(st.sampled_from(["x", "ZZ", "+01:00", ".", "Z0"]))
     if how == "offset":
         return good[:19] + draw(st.sampled_from(["+05:00", "-03:30", "+01", "UTC", "z"]))
     if how == "field":
         # Out-of-range fields that a naive \d{2} pattern would let through.
-        pos, val = draw(st.sampled_from([(0, "0000"), (5, "13"), (5, "00"), (8, "32"),
-                                         (8, "00"), (11, "24"), (14, "60"), (17, "60")]))
-        return good[:pos] + val + good[pos + len(val):]
+        pos, val = draw(
+            st.sampled_from(
+                [
+                    (0, "0000"),
+                    (5, "13"),
+                    (5, "00"),
+                    (8, "32"),
+                    (8, "00"),
+                    (11, "24"),
+                    (14, "60"),
+                    (17, "60"),
+                ]
+            )
+        )
+        return good[:pos] + val + good[pos + len(val) :]
     return draw(st.text(alphabet=string.printable, max_size=30))
 
 
 def _located() -> st.SearchStrategy[dict[str, Any]]:
     none_or_absent = st.sampled_from(["absent", None])
     return st.one_of(
-        st.fixed_dictionaries({"location-long": st.floats(-180, 180),
-                               "location-lat": st.floats(-90, 90)}),
+        st.fixed_dictionaries(
+            {"location-long": st.floats(-180, 180), "location-lat": st.floats(-90, 90)}
+        ),
         st.tuples(none_or_absent, none_or_absent).map(
-            lambda p: {k: v for k, v in zip(("location-long", "location-lat"), p, strict=True)
-                       if v != "absent"}),
+            lambda p: {
+                k: v
+                for k, v in zip(("location-long", "location-lat"), p, strict=True)
+                if v != "absent"
+            }
+        ),
     )
 
 
@@ -374,46 +465,70 @@ def valid_fixes(draw: st.DrawFn) -> dict[str, Any]:
         "timestamp": draw(timestamps()),
     }
     doc |= draw(_located())
-    doc |= draw(_optional("tag-local-identifier", st.one_of(st.text(max_size=12),
-                                                            st.integers(-(2**63), 2**63))))
+    doc |= draw(
+        _optional(
+            "tag-local-identifier", st.one_of(st.text(max_size=12), st.integers(-(2**63), 2**63))
+        )
+    )
     doc |= draw(_optional("received-timestamp", timestamps()))
     doc |= draw(_optional("gps:hdop", st.one_of(st.floats(0, 100), st.integers(0, 100))))
-    doc |= draw(_optional("gps:satellite-count",
-                          st.one_of(st.integers(0, 64), st.integers(0, 64).map(float))))
+    doc |= draw(
+        _optional(
+            "gps:satellite-count", st.one_of(st.integers(0, 64), st.integers(0, 64).map(float))
+        )
+    )
     doc |= draw(_optional("height-above-ellipsoid", st.floats(-1000, 10000)))
-    extra = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in FIX_KEYS),
-                                 st.one_of(st.none(), st.integers(), st.text(max_size=5)),
-                                 max_size=2))
+    extra = draw(
+        st.dictionaries(
+            st.text(max_size=8).filter(lambda k: k not in FIX_KEYS),
+            st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+            max_size=2,
+        )
+    )
     return {**extra, **doc}
 
 
 def _wrong_type(key: str) -> st.SearchStrategy[Any]:
     """Values of a JSON type the key does not allow."""
-    anything = st.one_of(st.booleans(), st.integers(-1000, 1000), st.floats(-1000, 1000),
-                         st.text(max_size=5), st.lists(st.integers(), max_size=2),
-                         st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    anything = st.one_of(
+        st.booleans(),
+        st.integers(-1000, 1000),
+        st.floats(-1000, 1000),
+        st.text(max_size=5),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
     if key == "individual-local-identifier":
         # Strings that are empty, blank or too long are also wrong.
-        return st.one_of(anything.filter(lambda v: not isinstance(v, str)),
-                         st.sampled_from(["", " ", "\t\n", "\u2003"]),
-                         st.text(min_size=129, max_size=140))
+        return st.one_of(
+            anything.filter(lambda v: not isinstance(v, str)),
+            st.sampled_from(["", " ", "\t\n", "\u2003"]),
+            st.text(min_size=129, max_size=140),
+        )
     if key == "tag-local-identifier":
-        return anything.filter(lambda v: isinstance(v, bool | list | dict)
-                               or (isinstance(v, float) and not v.is_integer()))
+        return anything.filter(
+            lambda v: (
+                isinstance(v, bool | list | dict) or (isinstance(v, float) and not v.is_integer())
+            )
+        )
     if key in ("timestamp", "received-timestamp"):
         return st.one_of(anything.filter(lambda v: not isinstance(v, str)), bad_timestamps())
     if key == "gps:satellite-count":
-        return st.one_of(anything.filter(lambda v: not isinstance(v, int | float)
-                                         or isinstance(v, bool)),
-                         st.floats(0.01, 63.99).filter(lambda v: not v.is_integer()))
+        return st.one_of(
+            anything.filter(lambda v: not isinstance(v, int | float) or isinstance(v, bool)),
+            st.floats(0.01, 63.99).filter(lambda v: not v.is_integer()),
+        )
     return anything.filter(lambda v: not isinstance(v, int | float) or isinstance(v, bool))
 
 
 def _out_of_range(key: str) -> st.SearchStrategy[Any]:
     lo, hi = BOUNDS[key]
-    return st.one_of(st.floats(min_value=hi, exclude_min=True, allow_infinity=False),
-                     st.floats(max_value=lo, exclude_max=True, allow_infinity=False),
-                     st.integers(hi + 1, 10**300), st.integers(-(10**300), lo - 1))
+    return st.one_of(
+        st.floats(min_value=hi, exclude_min=True, allow_infinity=False),
+        st.floats(max_value=lo, exclude_max=True, allow_infinity=False),
+        st.integers(hi + 1, 10**300),
+        st.integers(-(10**300), lo - 1),
+    )
 
 
 @st.composite
@@ -444,8 +559,13 @@ def _parses(doc: Any) -> bool:
     return True
 
 
-@given(doc=st.one_of(valid_fixes(), mutated_fixes(),
-                     st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers()))))
+@given(
+    doc=st.one_of(
+        valid_fixes(),
+        mutated_fixes(),
+        st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers())),
+    )
+)
 @settings(max_examples=1500, deadline=None)
 def test_parse_fix_agrees_with_fix_schema(doc: Any) -> None:
     schema_ok = not _errors("fix", doc, "/$defs/fix")
@@ -506,8 +626,15 @@ def test_step_heading_stays_below_360_after_rounding() -> None:
     ctx = Context(None, (), quality.Profile("cuckoo", 70.0, fix_interval_s=86400))
     # Due north over 10 degrees, 1e-9 degrees (0.1 mm) west: azimuth -6e-9 degrees.
     t = np.array([T0, T0 + 86_400_000], dtype=np.int64)
-    batch = FixBatch(t, np.array([10.0, 10.0 - 1e-9]), np.array([0.0, 10.0]),
-                     np.full(2, 1.0), np.full(2, 8.0), t, "c")
+    batch = FixBatch(
+        t,
+        np.array([10.0, 10.0 - 1e-9]),
+        np.array([0.0, 10.0]),
+        np.full(2, 1.0),
+        np.full(2, 8.0),
+        t,
+        "c",
+    )
     _, ev = advance(TrackState.new("cuckoo-1"), batch, ctx)
     (step,) = ev
     assert not _errors("step", _wire(step)), step

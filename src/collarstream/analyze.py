@@ -47,10 +47,20 @@ from collarstream.movebank import MovebankTrack, read_movebank_csv
 from collarstream.timefmt import iso
 
 STEP_COLUMNS = [
-    "individual-local-identifier", "start-timestamp", "end-timestamp",
-    "start-location-long", "start-location-lat", "end-location-long", "end-location-lat",
-    "distance_m", "duration_s", "speed_mps", "heading_deg", "turn_angle_deg",
-    "burst-start-timestamp", "id",
+    "individual-local-identifier",
+    "start-timestamp",
+    "end-timestamp",
+    "start-location-long",
+    "start-location-lat",
+    "end-location-long",
+    "end-location-lat",
+    "distance_m",
+    "duration_s",
+    "speed_mps",
+    "heading_deg",
+    "turn_angle_deg",
+    "burst-start-timestamp",
+    "id",
 ]
 # The whole file is one track per animal: no live window. Home ranges at the live
 # system's weekly boundaries (30-day window and the track so far), plus one over the
@@ -67,9 +77,17 @@ def _proximity_alerts(states: list[TrackState]) -> list[dict[str, Any]]:
     for k, s in enumerate(states):
         good = np.flatnonzero(s.flags == 0)
         who.append(np.full(good.size, k))
-        recs += [{"animal": s.animal, "tag": s.tag, "t_ms": int(s.t_ms[i]),
-                  "lon": float(s.lon[i]), "lat": float(s.lat[i]),
-                  "received_ms": int(s.received_ms[i])} for i in good]
+        recs += [
+            {
+                "animal": s.animal,
+                "tag": s.tag,
+                "t_ms": int(s.t_ms[i]),
+                "lon": float(s.lon[i]),
+                "lat": float(s.lat[i]),
+                "received_ms": int(s.received_ms[i]),
+            }
+            for i in good
+        ]
     if len(states) < 2 or not recs:
         return []
     animal = np.concatenate(who)
@@ -109,24 +127,39 @@ class Report:
 
     def summary(self) -> str:
         flags = ", ".join(f"{k} {v}" for k, v in sorted(self.flagged.items())) or "none"
-        return (f"{self.fixes} fixes of {self.animals} animals -> {self.steps} steps, "
-                f"{self.alerts} alerts, {self.home_ranges} home ranges; flagged: {flags}; "
-                f"{self.problems} unusable rows (see problems.csv); "
-                f"{self.skipped_non_location} non-location sensor rows skipped")
+        return (
+            f"{self.fixes} fixes of {self.animals} animals -> {self.steps} steps, "
+            f"{self.alerts} alerts, {self.home_ranges} home ranges; flagged: {flags}; "
+            f"{self.problems} unusable rows (see problems.csv); "
+            f"{self.skipped_non_location} non-location sensor rows skipped"
+        )
 
 
-def analyze(csv_path: Path, out: Path, fences: Path | None = None,
-            countries: Path | None = None, profile: str | None = None) -> Report:
+def analyze(
+    csv_path: Path,
+    out: Path,
+    fences: Path | None = None,
+    countries: Path | None = None,
+    profile: str | None = None,
+) -> Report:
     if profile is not None and profile not in quality.PROFILES:
         raise ValueError(f"--profile: unknown {profile!r}; known: {sorted(quality.PROFILES)}")
     track = read_movebank_csv(csv_path)
     layer = load_countries(countries)
     # The live worker's detectors (stream.app.live_context), on the whole file.
-    ctx = Context(layer, load_fence_file(fences or default_urban_path()), config=REPLAY_CONFIG,
-                  borders=border_lines(layer), areas=load_protected_areas())
+    ctx = Context(
+        layer,
+        load_fence_file(fences or default_urban_path()),
+        config=REPLAY_CONFIG,
+        borders=border_lines(layer),
+        areas=load_protected_areas(),
+    )
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(rows=len(track), problems=len(track.problems),
-                    skipped_non_location=track.skipped_non_location)
+    report = Report(
+        rows=len(track),
+        problems=len(track.problems),
+        skipped_non_location=track.skipped_non_location,
+    )
     _write_problems(out / "problems.csv", track)
     steps, alerts, ranges, fixes = [], [], [], []
     states: list[TrackState] = []
@@ -172,9 +205,16 @@ def _profile_for(track: MovebankTrack, sel: np.ndarray, name: str | None) -> qua
 
 def _batch(track: MovebankTrack, sel: np.ndarray) -> FixBatch:
     tags = [t for t in track.tag[sel] if t]
-    return FixBatch(track.t_ms[sel], track.lon[sel], track.lat[sel], track.hdop[sel],
-                    track.sats[sel], track.t_ms[sel], tag=str(tags[-1]) if tags else "",
-                    fix_type=None if track.fix_type is None else track.fix_type[sel])
+    return FixBatch(
+        track.t_ms[sel],
+        track.lon[sel],
+        track.lat[sel],
+        track.hdop[sel],
+        track.sats[sel],
+        track.t_ms[sel],
+        tag=str(tags[-1]) if tags else "",
+        fix_type=None if track.fix_type is None else track.fix_type[sel],
+    )
 
 
 def _fix_rows(track: MovebankTrack, sel: np.ndarray, state: TrackState) -> list[dict[str, Any]]:
@@ -187,15 +227,17 @@ def _fix_rows(track: MovebankTrack, sel: np.ndarray, state: TrackState) -> list[
         i = index[key]
         flags = int(state.flags[i]) | (int(quality.DUPLICATE) if i in seen else 0)
         seen.add(i)
-        rows.append({
-            "line": int(track.line[r]),
-            "individual-local-identifier": str(track.animal[r]),
-            "timestamp": iso(int(track.t_ms[r])),
-            "location-long": _num(track.lon[r]),
-            "location-lat": _num(track.lat[r]),
-            "gps:hdop": _num(track.hdop[r]),
-            "flags": ";".join(quality.flag_names(flags)),
-        })
+        rows.append(
+            {
+                "line": int(track.line[r]),
+                "individual-local-identifier": str(track.animal[r]),
+                "timestamp": iso(int(track.t_ms[r])),
+                "location-long": _num(track.lon[r]),
+                "location-lat": _num(track.lat[r]),
+                "gps:hdop": _num(track.hdop[r]),
+                "flags": ";".join(quality.flag_names(flags)),
+            }
+        )
     return rows
 
 
@@ -222,14 +264,19 @@ def _feature_collection(events: list[dict[str, Any]]) -> dict[str, Any]:
     features = []
     for ev in events:
         for r in ev["ranges"]:
-            features.append({
-                "type": "Feature",
-                "geometry": r["geometry"],
-                "properties": {
-                    "individual-local-identifier": ev["individual-local-identifier"],
-                    "method": r["method"], "level": r["level"], "area_km2": r["area_km2"],
-                    "bandwidth_m": r["bandwidth_m"], "n_fixes": ev["n_fixes"],
-                    "computed-through-timestamp": ev["computed-through-timestamp"],
-                },
-            })
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": r["geometry"],
+                    "properties": {
+                        "individual-local-identifier": ev["individual-local-identifier"],
+                        "method": r["method"],
+                        "level": r["level"],
+                        "area_km2": r["area_km2"],
+                        "bandwidth_m": r["bandwidth_m"],
+                        "n_fixes": ev["n_fixes"],
+                        "computed-through-timestamp": ev["computed-through-timestamp"],
+                    },
+                }
+            )
     return {"type": "FeatureCollection", "features": features}

@@ -17,14 +17,26 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="embedded broker + worker + collar simulator, live")
-    demo.add_argument("--duration", type=float, default=150.0,
-                      help="seconds to run; 0 = until Ctrl-C (default 150)")
-    demo.add_argument("--speed", type=float, default=5400.0,
-                      help="simulated seconds per wall second (default 5400: 1.5 h/s)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=150.0,
+        help="seconds to run; 0 = until Ctrl-C (default 150)",
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=5400.0,
+        help="simulated seconds per wall second (default 5400: 1.5 h/s)",
+    )
     demo.add_argument("--seed", type=int, default=7)
 
-    sub.add_parser("worker", help="run the stream worker (settings from the environment: "
-                   + ", ".join(env_keys().values()) + ")")
+    sub.add_parser(
+        "worker",
+        help="run the stream worker (settings from the environment: "
+        + ", ".join(env_keys().values())
+        + ")",
+    )
 
     sim = sub.add_parser("simulate", help="write simulated collar fixes as a Movebank CSV")
     sim.add_argument("--out", type=Path, required=True)
@@ -36,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ana.add_argument("--out", type=Path, required=True)
     ana.add_argument("--fences", type=Path, help="urban-edge fence GeoJSON (default: Almaty)")
     ana.add_argument("--countries", type=Path, help="admin-0 layer (default: Natural Earth)")
-    ana.add_argument("--profile", default=None,
-                     help="species profile for every animal (default: from the taxon column)")
+    ana.add_argument(
+        "--profile",
+        default=None,
+        help="species profile for every animal (default: from the taxon column)",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -66,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from collarstream.analyze import analyze
 
-    report = analyze(args.csv, args.out, fences=args.fences, countries=args.countries,
-                     profile=args.profile)
+    report = analyze(
+        args.csv, args.out, fences=args.fences, countries=args.countries, profile=args.profile
+    )
     print(report.summary())
     return 0

@@ -43,25 +43,33 @@ GARBAGE = [
 ]
 
 
-def run_demo(duration_s: float, speed: float, seed: int, partitions: int = 4,
-             out: Any = sys.stdout) -> Counter[str]:
+def run_demo(
+    duration_s: float, speed: float, seed: int, partitions: int = 4, out: Any = sys.stdout
+) -> Counter[str]:
     """Run the demo; returns counts of what was shown (alerts by kind, dead letters)."""
     say = _printer(out)
-    say(f"collarstream demo: {speed:g}x simulated time, seed {seed}, "
-        f"{'until Ctrl-C' if duration_s <= 0 else f'{duration_s:g} s'}")
+    say(
+        f"collarstream demo: {speed:g}x simulated time, seed {seed}, "
+        f"{'until Ctrl-C' if duration_s <= 0 else f'{duration_s:g} s'}"
+    )
     with connect() as broker, tempfile.TemporaryDirectory(prefix="collarstream-demo-") as tmp:
         bootstrap = broker.bootstrap_servers
         names = TopicNames(f"demo-{uuid.uuid4().hex[:8]}")
-        say(f"broker: {bootstrap} ({'embedded Tansu' if broker.owns_process else 'external'}); "
-            f"topics {names.prefix}.*")
+        say(
+            f"broker: {bootstrap} ({'embedded Tansu' if broker.owns_process else 'external'}); "
+            f"topics {names.prefix}.*"
+        )
         ensure_topics(bootstrap, names, partitions=partitions)
         # Simulated time starts now and runs `speed` times faster, for the feeder and for
         # the worker's silent-collar timer alike.
         wall0 = time.time()
         clock = f"{DEFAULT_START_MS},{round(wall0 * 1000)},{speed}"
-        worker = spawn_worker(bootstrap, names.prefix, Path(tmp),
-                              {"COLLARSTREAM_PARTITIONS": str(partitions),
-                               "COLLARSTREAM_DATA_CLOCK": clock})
+        worker = spawn_worker(
+            bootstrap,
+            names.prefix,
+            Path(tmp),
+            {"COLLARSTREAM_PARTITIONS": str(partitions), "COLLARSTREAM_DATA_CLOCK": clock},
+        )
         stop = threading.Event()
         feeder = threading.Thread(
             target=_feed,
@@ -94,8 +102,14 @@ def _printer(out: Any) -> Any:
     return say
 
 
-def _feed(bootstrap: str, names: TopicNames, uploads: list[Upload], speed: float,
-          stop: threading.Event, wall0: float) -> None:
+def _feed(
+    bootstrap: str,
+    names: TopicNames,
+    uploads: list[Upload],
+    speed: float,
+    stop: threading.Event,
+    wall0: float,
+) -> None:
     """Send each upload when its simulated time comes (simulated DEFAULT_START_MS is wall
     time wall0); some garbage along the way."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
@@ -115,13 +129,22 @@ def _feed(bootstrap: str, names: TopicNames, uploads: list[Upload], speed: float
         producer.close(timeout=5)
 
 
-def _watch(bootstrap: str, names: TopicNames, duration_s: float, stop: threading.Event,
-           worker: subprocess.Popen[bytes]) -> Iterator[tuple[str, str]]:
+def _watch(
+    bootstrap: str,
+    names: TopicNames,
+    duration_s: float,
+    stop: threading.Event,
+    worker: subprocess.Popen[bytes],
+) -> Iterator[tuple[str, str]]:
     """Alerts and dead letters as they arrive, as lines for a person."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=200)
-    parts = [TopicPartition(t, p) for t in (names.alerts, names.dead_letter)
-             for p in range(_partitions(consumer, t))]
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=200
+    )
+    parts = [
+        TopicPartition(t, p)
+        for t in (names.alerts, names.dead_letter)
+        for p in range(_partitions(consumer, t))
+    ]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     end = time.monotonic() + duration_s if duration_s > 0 else float("inf")

@@ -88,8 +88,10 @@ def parse_message(raw: bytes, received_ms: int) -> list[Fix]:
         raise InvalidFix("empty upload: an array with no fixes")
     if len(items) > MAX_UPLOAD:
         raise InvalidFix(f"upload of {len(items)} fixes exceeds {MAX_UPLOAD}")
-    return [parse_fix(item, received_ms, where=f"[{i}] " if len(items) > 1 else "")
-            for i, item in enumerate(items)]
+    return [
+        parse_fix(item, received_ms, where=f"[{i}] " if len(items) > 1 else "")
+        for i, item in enumerate(items)
+    ]
 
 
 def parse_fix(item: Any, received_ms: int, where: str = "") -> Fix:
@@ -115,8 +117,18 @@ def parse_fix(item: Any, received_ms: int, where: str = "") -> Fix:
     ftype = _number(item, FIX_TYPE, where, 1.0, 3.0)
     if not math.isnan(ftype) and ftype != int(ftype):
         raise InvalidFix(f"{where}{FIX_TYPE} must be 1 (no fix), 2 (2-D) or 3 (3-D)")
-    return Fix(animal, "" if tag is None else str(tag), t_ms, lon, lat, hdop, sats, height,
-               received_ms if rec is None else rec, ftype)
+    return Fix(
+        animal,
+        "" if tag is None else str(tag),
+        t_ms,
+        lon,
+        lat,
+        hdop,
+        sats,
+        height,
+        received_ms if rec is None else rec,
+        ftype,
+    )
 
 
 def _time(item: dict[str, Any], key: str, where: str, required: bool) -> int | None:
@@ -181,8 +193,10 @@ def concat_batches(batches: Sequence[FixBatch]) -> FixBatch:
     """One batch from several of the same animal (arrival order kept)."""
     if len(batches) == 1:
         return batches[0]
-    cols = {n: np.concatenate([b.fix_types() if n == "fix_type" else getattr(b, n)
-                               for b in batches]) for n in _COLUMNS}
+    cols = {
+        n: np.concatenate([b.fix_types() if n == "fix_type" else getattr(b, n) for b in batches])
+        for n in _COLUMNS
+    }
     return FixBatch(tag=next((b.tag for b in reversed(batches) if b.tag), ""), **cols)
 
 
@@ -198,8 +212,15 @@ def decode_batch(raw: bytes) -> tuple[str, FixBatch]:
     return doc[ANIMAL], FixBatch(tag=doc[TAG] or "", **cols)
 
 
-def dead_letter(raw: bytes, reason: str, topic: str, partition: int, offset: int,
-                key: bytes | None, received_ms: int) -> dict[str, Any]:
+def dead_letter(
+    raw: bytes,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    received_ms: int,
+) -> dict[str, Any]:
     """The dead-letter record: the reason, where it came from, and the original bytes."""
     try:
         text: str | None = raw.decode("utf-8")

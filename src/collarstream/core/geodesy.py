@@ -70,8 +70,10 @@ def densify(
     k = np.arange(offsets[-1]) - offsets[step]
     frac = k / nseg[step]
     lon, lat = forward(
-        np.asarray(lon0, np.float64)[step], np.asarray(lat0, np.float64)[step],
-        az[step], dist[step] * frac,
+        np.asarray(lon0, np.float64)[step],
+        np.asarray(lat0, np.float64)[step],
+        az[step],
+        dist[step] * frac,
     )
     # Land exactly on the recorded fixes rather than on their float round-trip.
     ends = offsets[1:] - 1
