@@ -253,6 +253,31 @@ def test_schemas_reject_what_the_code_never_emits(
         assert _errors(name, obj), f"{name} schema accepts {obj!r}"
 
 
+def test_an_akde_home_range_validates_and_its_model_is_checked() -> None:
+    # The replay tool's whole-track range carries AKDE isopleths with their movement
+    # model (core.akde); an OU track fixed 4-hourly with tau = 1 day.
+    from collarstream.core.homerange import home_ranges
+    from collarstream.core.track import home_range_event
+
+    rng = np.random.default_rng(4)
+    n, t = 300, np.arange(300) * 4 * 3_600_000
+    xy = np.zeros((n, 2))
+    for k in range(1, n):
+        xy[k] = 0.85 * xy[k - 1] + math.sqrt(1 - 0.85**2) * rng.normal(0, 0.05, 2)
+    ranges = home_ranges(77.0 + xy[:, 0], 43.0 + xy[:, 1], grid_size=64, t_ms=t)
+    event = _wire(home_range_event("leo-1", int(t[-1]), None, n, ranges))
+    akde = [r for r in event["ranges"] if r["method"] == "akde"]
+    assert [r["level"] for r in akde] == [50.0, 95.0]
+    assert akde[0]["movement-model"]["kind"] == "ou"
+    _assert_valid("home-range", event)
+    model = akde[0]["movement-model"]
+    for bad in ({**model, "kind": "ouf"}, {**model, "tau_s": -1.0}, {"kind": "ou"}):
+        corrupt = {**event, "ranges": [{**akde[0], "movement-model": bad}]}
+        assert _errors("home-range", corrupt), bad
+    kde = next(r for r in event["ranges"] if r["method"] == "kde")
+    assert _errors("home-range", {**event, "ranges": [{**kde, "movement-model": model}]}) == []
+
+
 # ----------------------------------------------------------------------------- fixes and DLQ
 
 

@@ -109,7 +109,11 @@ def _whole_track_range(state: TrackState, cfg: TrackConfig) -> list[dict[str, An
     n = int(np.count_nonzero(good))
     if n < cfg.home_range_min_fixes:
         return []
-    ranges = home_ranges(state.lon[good], state.lat[good], grid_size=cfg.home_range_grid)
+    # With the fix times: the AKDE too (core.akde), which the weekly live ranges leave
+    # out (a model fit and an n² pair count per estimate, in a catch-up thousands).
+    ranges = home_ranges(
+        state.lon[good], state.lat[good], grid_size=cfg.home_range_grid, t_ms=state.t_ms[good]
+    )
     return [home_range_event(state.animal, int(state.t_ms[good][-1]), None, n, ranges)]
 
 

@@ -795,11 +795,12 @@ class HomeRange:
     """One home-range estimate. ``area_km2`` is measured in the equal-area projection.
 
     ``bandwidth_method`` is how a KDE's bandwidth was chosen ("ref", "lscv", "plugin",
-    "fixed"; None for MCPs); ``bandwidth_at_edge`` is True when an LSCV minimum sat at the
-    edge of the searched range (see ``BandwidthChoice``).
+    "fixed"; None for MCPs; for AKDE the movement model, see ``core.akde``);
+    ``bandwidth_at_edge`` is True when an LSCV minimum sat at the edge of the searched
+    range (see ``BandwidthChoice``).
     """
 
-    method: Literal["mcp", "kde"]
+    method: Literal["mcp", "kde", "akde"]
     level: float
     area_km2: float
     geometry_lonlat: BaseGeometry
@@ -807,6 +808,10 @@ class HomeRange:
     bandwidth_m: float | None
     bandwidth_method: str | None = None
     bandwidth_at_edge: bool = False
+    # AKDE only (bandwidth_method is then the movement model, "ou" or "iid"): the
+    # position autocorrelation time and span / tau (see akde.MovementModel).
+    tau_s: float | None = None
+    range_crossings: float | None = None
 
 
 def geojson_geometry(geom: BaseGeometry) -> dict[str, Any]:
@@ -849,8 +854,10 @@ def home_ranges(
     grid_size: int = 256,
     bandwidth: float | BandwidthMethod = "ref",
     hlim: tuple[float, float] = (0.1, 1.5),
+    t_ms: npt.ArrayLike | None = None,
 ) -> list[HomeRange]:
-    """MCP and KDE home ranges of one animal's fixes.
+    """MCP and KDE home ranges of one animal's fixes; with their times ``t_ms``, also
+    the AKDE (``core.akde``) at the KDE levels.
 
     Fixes with a NaN lon or lat (failed GPS fixes) are dropped; ``n_fixes`` counts the rest.
     With fewer than ``MIN_FIXES`` (5) usable fixes the result is ``[]``: no estimate, rather
@@ -858,7 +865,10 @@ def home_ranges(
     are empty polygons (area 0) and the KDE entries are omitted (no bandwidth exists).
     ``bandwidth`` and ``hlim`` go to ``kde_grid`` ("ref" by default: cheap and stable for
     the live reducer; "lscv" may warn, see ``lscv_bandwidth``).
-    Output order: MCPs in ``mcp_levels`` order, then KDEs in ``kde_levels`` order.
+    Output order: MCPs in ``mcp_levels`` order, then KDEs in ``kde_levels`` order, then
+    AKDEs (omitted when the fixes span no area, or when the track is shorter than one
+    autocorrelation time and so shows no range; fixes at a time already seen are
+    dropped for it, the first kept).
     Polygon edges are densified to <= 1/200 of the range's extent (>= 1 m) before the
     inverse projection; longitudes may exceed ±180 near the antimeridian (see
     ``equal_area_projection``). Raises ValueError for ±inf or |lat| > 90.
@@ -868,6 +878,7 @@ def home_ranges(
         raise ValueError("lon/lat must not be infinite")
     ok = ~(np.isnan(lon_a) | np.isnan(lat_a))
     lon_a, lat_a = lon_a[ok], lat_a[ok]
+    t_a = None if t_ms is None else np.asarray(t_ms, np.int64)[ok]
     n = int(lon_a.size)
     if n < MIN_FIXES:
         return []
@@ -898,7 +909,47 @@ def home_ranges(
                     False if sel is None else sel.at_edge,
                 )
             )
+    if kde_levels and t_a is not None:
+        out += _akde_ranges(t_a, x, y, kde_levels, grid_size, inverse, max_seg)
     return out
+
+
+def _akde_ranges(
+    t_ms: npt.NDArray[np.int64],
+    x: FloatArray,
+    y: FloatArray,
+    levels: Sequence[float],
+    grid_size: int,
+    inverse: Projector,
+    max_seg: float,
+) -> list[HomeRange]:
+    from collarstream.core.akde import akde
+
+    order = np.argsort(t_ms, kind="stable")
+    first = np.concatenate([[True], np.diff(t_ms[order]) > 0])
+    keep = order[first]
+    try:
+        est = akde(t_ms[keep] / 1000.0, x[keep], y[keep], grid_size)
+    except ValueError:
+        return []  # too few fixes, or no area
+    m = est.model
+    if not m.shows_a_range:
+        return []  # a journey, not a range (migrating cuckoos)
+    return [
+        HomeRange(
+            "akde",
+            p,
+            geom.area / 1e6,
+            _to_lonlat(geom, inverse, max_seg),
+            int(keep.size),
+            est.bandwidth_m,
+            m.kind,
+            False,
+            m.tau_s,
+            m.range_crossings,
+        )
+        for p, geom in est.isopleths(tuple(_check_levels(levels))).items()
+    ]
 
 
 _MS_PER_DAY = 86_400_000

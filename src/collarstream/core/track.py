@@ -1118,6 +1118,22 @@ def home_range_event(
     `through_ms` (None: the whole track)."""
     from collarstream.core.homerange import geojson_geometry
 
+    def entry(r: Any) -> Event:
+        out: Event = {
+            "method": r.method,
+            "level": float(r.level),
+            "area_km2": round(float(r.area_km2), 6),
+            "bandwidth_m": None if r.bandwidth_m is None else float(r.bandwidth_m),
+            "geometry": geojson_geometry(r.geometry_lonlat),
+        }
+        if r.method == "akde":
+            out["movement-model"] = {
+                "kind": r.bandwidth_method,
+                "tau_s": float(r.tau_s),
+                "range-crossings": None if r.range_crossings is None else float(r.range_crossings),
+            }
+        return out
+
     return {
         "type": "home-range",
         "id": event_id("hr", animal, through_ms, window_days),
@@ -1125,16 +1141,7 @@ def home_range_event(
         "computed-through-timestamp": iso(through_ms),
         "window_days": window_days,
         "n_fixes": n,
-        "ranges": [
-            {
-                "method": r.method,
-                "level": float(r.level),
-                "area_km2": round(float(r.area_km2), 6),
-                "bandwidth_m": None if r.bandwidth_m is None else float(r.bandwidth_m),
-                "geometry": geojson_geometry(r.geometry_lonlat),
-            }
-            for r in ranges
-        ],
+        "ranges": [entry(r) for r in ranges],
     }
 
 
