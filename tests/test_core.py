@@ -18,7 +18,7 @@ from geographiclib.geodesic import Geodesic
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from collarstream.core import quality
+from collarstream.core import quality, silence
 from collarstream.core.countries import CountryLayer
 from collarstream.core.geodesy import densify, forward, inverse
 from collarstream.core.steps import compute_steps, max_gap_seconds, wrap180
@@ -860,3 +860,55 @@ def test_silence_in_the_track_equals_what_the_live_timer_raises() -> None:
         TrackState.new("b"), FixBatch(t2, lon[:2], lat[:2], np.ones(2), np.full(2, 8.0), t2), ctx
     )
     assert not [e for e in ev2 if e.get("kind") == "silent-collar"]
+
+
+def _late_upload(
+    received_late_ms: int, last_hour: int = 24
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """A 4-hourly collar (limit 12 h) delivers fixes at 0, 4 and 8 h within a minute;
+    the fixes at 12..`last_hour` h come in one upload at `received_late_ms`. Returns the events
+    of the first upload, of the late one, of the whole track in one batch (a replay),
+    and whether the live timer (stream.watch's rule) had called the collar silent just
+    before the upload."""
+    hours = np.arange(0, last_hour + 1, 4, dtype=np.int64)
+    t = T0 + hours * 3_600_000
+    lon, lat = np.linspace(77.3, 77.31, t.size), np.full(t.size, 43.0)
+    received = np.where(hours <= 8, t + 60_000, received_late_ms)
+    ctx = Context(None, (), PROFILE, config=TrackConfig(home_range_every_days=None))
+
+    def batch(sel: np.ndarray) -> FixBatch:
+        n = int(sel.sum())
+        return FixBatch(t[sel], lon[sel], lat[sel], np.ones(n), np.full(n, 8.0), received[sel], "c")
+
+    state, first = advance(TrackState.new("a"), batch(hours <= 8), ctx)
+    delay = silence.usual_delay_ms(state.t_ms, state.received_ms)
+    silent, _ = silence.silent_collars(
+        np.array([t[2]]), np.array([4 * 3600.0]), received_late_ms - 1, 3.0, delay
+    )
+    _, late = advance(state, batch(hours > 8), ctx)
+    _, whole = advance(TrackState.new("a"), batch(hours >= 0), ctx)
+    return first, late, whole, bool(silent[0])
+
+
+def test_a_late_upload_withdraws_the_silence_the_timer_raised() -> None:
+    # The upload comes 30 h after the 8 h fix: the timer fired at 8 + 12 h (+1 min
+    # delay). Its fixes fill the gap, so there was no silence: the reducer withdraws the
+    # timer's alert, by the id the timer gave it; a replay of the track does too.
+    first, late, whole, fired = _late_upload(T0 + 38 * 3_600_000)
+    assert fired and not [e for e in first if e.get("kind") == "silent-collar"]
+    t8 = T0 + 8 * 3_600_000
+    timer = silent_collar_alert("a", "c", t8, 77.3, 43.0, t8, 0, 4 * 3600.0, 3.0, "start")
+    for events in (late, whole):
+        gone = [e for e in events if e.get("kind") == "withdrawal"]
+        assert [e["withdraws"] for e in gone] == [timer["id"]]
+        assert "not silent" in gone[0]["reason"]
+        assert not [e for e in events if e.get("kind") == "silent-collar"]
+
+
+def test_an_upload_before_the_timer_fires_withdraws_nothing() -> None:
+    # The 12 and 16 h fixes arrive at 19 h, before 8 h + limit (12 h) + delay: the timer
+    # was quiet, and nothing is withdrawn.
+    _, late, whole, fired = _late_upload(T0 + 19 * 3_600_000, last_hour=16)
+    assert not fired
+    for events in (late, whole):
+        assert not [e for e in events if e.get("kind") in ("withdrawal", "silent-collar")]

@@ -28,7 +28,7 @@ PERIODS = 3.0
 DELAY_FIXES = 12
 
 
-def _limit_ms(interval_s: FloatArray | float, periods: float) -> npt.NDArray[np.int64]:
+def limit_ms(interval_s: FloatArray | float, periods: float) -> npt.NDArray[np.int64]:
     return np.round(np.asarray(interval_s, np.float64) * periods * 1000.0).astype(np.int64)
 
 
@@ -49,7 +49,7 @@ def silent_collars(
     interval and delay per animal.
     """
     last = np.asarray(last_fix_ms, np.int64)
-    since = last + _limit_ms(interval_s, periods)
+    since = last + limit_ms(interval_s, periods)
     return now_ms > since + np.maximum(np.asarray(delay_ms, np.int64), 0), since
 
 
@@ -96,7 +96,7 @@ def silences(
     if prior_ms is not None:
         t = np.concatenate([[prior_ms], t])
         iv = np.concatenate([iv[:1], iv])
-    limit = _limit_ms(iv, periods)
+    limit = limit_ms(iv, periods)
     nxt = t[1:]
     gap = (nxt - t[:-1]) > limit[:-1]
     after = np.flatnonzero(gap)

@@ -937,7 +937,7 @@ def _silence_events(
         d.silent_periods,
         prior_ms=int(s.t_ms[prior[-1]]) if prior.size else None,
     )
-    out = []
+    out = _unsupported_timer_silences(s, gi, prior, interval_s, d.silent_periods)
     for after in sil.after.tolist():
         last = int(prior[-1]) if after < 0 else int(gi[after])
         nxt = int(gi[after + 1])
@@ -956,6 +956,47 @@ def _silence_events(
                     transition,
                 )
             )
+    return out
+
+
+def _unsupported_timer_silences(
+    s: TrackState, gi: IntArray, prior: IntArray, interval_s: float, periods: float
+) -> list[Event]:
+    """Withdrawals of silences the live timer raised that the track no longer holds.
+
+    The timer calls a collar silent when its newest good fix L is more than the limit
+    (periods x interval) plus its usual delivery delay old (stream.watch). If the next
+    good fix after L is within the limit, there was no silence, only a late upload; and
+    if every good fix after L arrived after the moment the timer would have fired, it
+    did fire, with the id `silent_collar_alert` gives L. That alert is withdrawn here.
+    Judged from the track alone (fix and receipt times), so a replay withdraws what the
+    live system withdrew. The delay is taken over the 12 good fixes up to L in today's
+    track, which may hold late ones the timer had not seen: it can only be longer, so
+    a withdrawal may be missed, never invented.
+    """
+    good = np.concatenate([prior, gi])
+    first = max(prior.size - 1, 0)  # the good fix before the recomputed ones, if any
+    if good.size - first < 2:
+        return []
+    t, rec = s.t_ms[good], s.received_ms[good]
+    limit = int(silence_mod.limit_ms(interval_s, periods))
+    # Earliest receipt among the good fixes after each one (suffix minimum).
+    after = np.minimum.accumulate(rec[::-1])[::-1]
+    ks = np.arange(first, good.size - 1)
+    ks = ks[((t[ks + 1] - t[ks]) <= limit) & (after[ks + 1] > t[ks] + limit)]
+    if ks.size == 0:
+        return []  # the usual case: no gap the timer could have called a silence
+    w = silence_mod.DELAY_FIXES
+    lag = np.concatenate([np.zeros(w - 1, np.int64), np.maximum(rec - t, 0)])
+    delay = np.lib.stride_tricks.sliding_window_view(lag, w)[ks].max(axis=1)
+    out = []
+    for k in ks[after[ks + 1] > t[ks] + limit + delay].tolist():
+        last_ms = int(t[k])
+        eid = event_id("alr", s.animal, "silent-collar", "start", last_ms)
+        ev = _withdrawal(s, eid)
+        ev["reason"] = "fixes delivered late fill the gap: the collar was not silent"
+        ev["_anchor"] = last_ms
+        out.append(ev)
     return out
 
 
