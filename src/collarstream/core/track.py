@@ -974,21 +974,24 @@ def _unsupported_timer_silences(
     track, which may hold late ones the timer had not seen: it can only be longer, so
     a withdrawal may be missed, never invented.
     """
-    good = np.concatenate([prior, gi])
-    first = max(prior.size - 1, 0)  # the good fix before the recomputed ones, if any
-    if good.size - first < 2:
+    seq = np.concatenate([prior[-1:], gi])  # the good fix before the recomputed ones
+    if seq.size < 2:
         return []
-    t, rec = s.t_ms[good], s.received_ms[good]
+    t, rec = s.t_ms[seq], s.received_ms[seq]
     limit = int(silence_mod.limit_ms(interval_s, periods))
     # Earliest receipt among the good fixes after each one (suffix minimum).
     after = np.minimum.accumulate(rec[::-1])[::-1]
-    ks = np.arange(first, good.size - 1)
-    ks = ks[((t[ks + 1] - t[ks]) <= limit) & (after[ks + 1] > t[ks] + limit)]
+    ks = np.flatnonzero((np.diff(t) <= limit) & (after[1:] > t[:-1] + limit))
     if ks.size == 0:
         return []  # the usual case: no gap the timer could have called a silence
+    # The usual delay at each candidate: over the good fixes up to it (DELAY_FIXES).
+    good = np.concatenate([prior, gi])
     w = silence_mod.DELAY_FIXES
-    lag = np.concatenate([np.zeros(w - 1, np.int64), np.maximum(rec - t, 0)])
-    delay = np.lib.stride_tricks.sliding_window_view(lag, w)[ks].max(axis=1)
+    lag = np.concatenate(
+        [np.zeros(w - 1, np.int64), np.maximum(s.received_ms[good] - s.t_ms[good], 0)]
+    )
+    at = ks + max(prior.size - 1, 0)  # the candidates' positions in `good`
+    delay = np.lib.stride_tricks.sliding_window_view(lag, w)[at].max(axis=1)
     out = []
     for k in ks[after[ks + 1] > t[ks] + limit + delay].tolist():
         last_ms = int(t[k])
