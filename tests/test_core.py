@@ -897,12 +897,18 @@ def test_a_late_upload_withdraws_the_silence_the_timer_raised() -> None:
     first, late, whole, fired = _late_upload(T0 + 38 * 3_600_000)
     assert fired and not [e for e in first if e.get("kind") == "silent-collar"]
     t8 = T0 + 8 * 3_600_000
-    timer = silent_collar_alert("a", "c", t8, 77.3, 43.0, t8, 0, 4 * 3600.0, 3.0, "start")
+    lon8 = float(np.linspace(77.3, 77.31, 7)[2])
+    timer = silent_collar_alert("a", "c", t8, lon8, 43.0, t8, t8 + 60_000, 4 * 3600.0, 3.0, "start")
+    timer.pop("_anchor")
     for events in (late, whole):
         gone = [e for e in events if e.get("kind") == "withdrawal"]
         assert [e["withdraws"] for e in gone] == [timer["id"]]
         assert "not silent" in gone[0]["reason"]
-        assert not [e for e in events if e.get("kind") == "silent-collar"]
+        # The timer's alert itself comes first, exactly as the timer built it, so that a
+        # replay holds what live receivers saw: the alert, then its withdrawal.
+        raised = [e for e in events if e.get("kind") == "silent-collar"]
+        assert raised == [timer] and events.index(raised[0]) < events.index(gone[0])
+    assert _replay(whole).keys().isdisjoint({timer["id"]})
 
 
 def test_an_upload_before_the_timer_fires_withdraws_nothing() -> None:

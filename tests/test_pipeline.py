@@ -81,18 +81,19 @@ def _uploads(days: float) -> list[tuple[str, bytes]]:
 
 
 def _replay(messages: list[tuple[str, bytes]]) -> tuple[dict[str, dict], dict[str, TrackState]]:
-    """Final alerts and states of the same fixes through the reducer, one batch per animal."""
+    """Alerts left standing (see `_final`) and states of the same fixes through the
+    reducer, one batch per animal."""
     ctx = live_context(from_env({}))
     by_animal: dict[str, list] = {}
     for _, raw in messages:
         for fix in parse_message(raw, received_ms=0):
             by_animal.setdefault(fix.animal, []).append(fix)
-    alerts, states = {}, {}
+    alerts, states = [], {}
     for animal, fixes in by_animal.items():
         state, events = advance(TrackState.new(animal, len(ctx.urban)), to_batch(fixes), ctx)
-        alerts.update({e["id"]: e for e in events if e["type"] == "alert"})
+        alerts += [e for e in events if e["type"] == "alert"]
         states[animal] = state
-    return alerts, states
+    return _final(alerts), states
 
 
 def _changelog_states(bootstrap: str, topic: str, want: dict[str, TrackState]) -> dict:

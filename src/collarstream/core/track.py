@@ -968,7 +968,8 @@ def _unsupported_timer_silences(
     (periods x interval) plus its usual delivery delay old (stream.watch). If the next
     good fix after L is within the limit, there was no silence, only a late upload; and
     if every good fix after L arrived after the moment the timer would have fired, it
-    did fire, with the id `silent_collar_alert` gives L. That alert is withdrawn here.
+    did fire, with the id `silent_collar_alert` gives L. That alert is sent again (as
+    the timer built it) and withdrawn here.
     Judged from the track alone (fix and receipt times), so a replay withdraws what the
     live system withdrew. The delay is taken over the 12 good fixes up to L in today's
     track, which may hold late ones the timer had not seen: it can only be longer, so
@@ -994,12 +995,25 @@ def _unsupported_timer_silences(
     delay = np.lib.stride_tricks.sliding_window_view(lag, w)[at].max(axis=1)
     out = []
     for k in ks[after[ks + 1] > t[ks] + limit + delay].tolist():
-        last_ms = int(t[k])
-        eid = event_id("alr", s.animal, "silent-collar", "start", last_ms)
-        ev = _withdrawal(s, eid)
-        ev["reason"] = "fixes delivered late fill the gap: the collar was not silent"
-        ev["_anchor"] = last_ms
-        out.append(ev)
+        i, last_ms = int(seq[k]), int(t[k])
+        # The alert as the timer raised it (receivers drop the repeat; a replay shows
+        # it, as the live receivers saw it), then its withdrawal.
+        raised = silent_collar_alert(
+            s.animal,
+            s.tag,
+            last_ms,
+            float(s.lon[i]),
+            float(s.lat[i]),
+            last_ms,
+            int(s.received_ms[i]),
+            interval_s,
+            periods,
+            "start",
+        )
+        gone = _withdrawal(s, raised["id"])
+        gone["reason"] = "fixes delivered late fill the gap: the collar was not silent"
+        gone["_anchor"] = last_ms
+        out += [raised, gone]
     return out
 
 
