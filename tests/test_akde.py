@@ -20,12 +20,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collarstream.config import ConfigError, from_env
 from collarstream.core import akde as ak
 from collarstream.core.homerange import (
     equal_area_projection,
     grid_isopleths,
     home_ranges,
     kde_grid,
+)
+from collarstream.core.track import (
+    Context,
+    FixBatch,
+    TrackConfig,
+    TrackState,
+    advance,
+    compute_home_range,
 )
 from collarstream.movebank import read_movebank_csv
 
@@ -227,3 +236,29 @@ def test_a_journey_gets_no_akde(shared_data: Path) -> None:
         methods = [r.method for r in home_ranges(lon, lat, grid_size=64, t_ms=t_ms)]
         got[animal] = (model.shows_a_range, "akde" in methods)
     assert got == {"B89A08": (False, False), "B46FBE": (True, True)}
+
+
+def test_weekly_ranges_carry_the_akde_when_configured() -> None:
+    # TrackConfig.home_range_akde (COLLARSTREAM_HOME_RANGE_AKDE): the work items carry
+    # the fix times and the resolved weekly ranges have AKDE isopleths; off, neither.
+    rng = np.random.default_rng(12)
+    t, xy = simulate_ou(300, 4 * HOUR, 86400.0, rng, sigma=SIGMA / 100)
+    t_ms = 1_767_225_600_000 + (t * 1000).astype(np.int64)
+    lon, lat = 77.0 + xy[:, 0] / 81_000, 43.0 + xy[:, 1] / 111_000
+    batch = FixBatch(t_ms, lon, lat, np.ones(t.size), np.full(t.size, 8.0), t_ms + 60_000)
+    seen = {}
+    for akde_on in (False, True):
+        cfg = TrackConfig(home_range_grid=64, home_range_akde=akde_on)
+        _, events = advance(TrackState.new("SL-1"), batch, Context(None, config=cfg))
+        items = [e for e in events if e["type"] == "home-range-due"]
+        ranges = [compute_home_range(i)["ranges"] for i in items]
+        seen[akde_on] = (
+            all("t_ms" in i for i in items),
+            all(any(r["method"] == "akde" for r in rs) for rs in ranges),
+            len(items),
+        )
+    assert seen[True][:2] == (True, True) and seen[False][:2] == (False, False)
+    assert seen[True][2] == seen[False][2] > 0
+    assert from_env({"COLLARSTREAM_HOME_RANGE_AKDE": "true"}).home_range_akde
+    with pytest.raises(ConfigError, match=r"^COLLARSTREAM_HOME_RANGE_AKDE: "):
+        from_env({"COLLARSTREAM_HOME_RANGE_AKDE": "sometimes"})

@@ -40,6 +40,9 @@ class Settings:
     # Validated batches whose fixes-topic partition this worker owns go to the tracking
     # stage in process, not through the broker (stream.app._LocalBatch).
     local_handoff: bool = True
+    # The weekly live home ranges with the AKDE as well (core.akde): about twice the
+    # home-range process's work; off by default, `analyze` always computes it.
+    home_range_akde: bool = False
     # How often offsets are committed, and so how often every changed track state is
     # written to its table first (stream.reducer_process). Each commit stalls the fix
     # path for a moment (measured: p99 of fix-to-alert ~190 ms with Faust's 2.8 s, ~100
@@ -173,6 +176,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "profile": ("COLLARSTREAM_PROFILE", _profile),
     "web_enabled": ("COLLARSTREAM_WEB_ENABLED", _bool),
     "local_handoff": ("COLLARSTREAM_LOCAL_HANDOFF", _bool),
+    "home_range_akde": ("COLLARSTREAM_HOME_RANGE_AKDE", _bool),
     "web_port": ("COLLARSTREAM_WEB_PORT", _int),
     "log_level": ("COLLARSTREAM_LOG_LEVEL", _level),
     "subscriptions": ("COLLARSTREAM_SUBSCRIPTIONS", _file),

@@ -92,6 +92,8 @@ class TrackConfig:
     home_range_windows_days: tuple[float, ...] = (30.0,)
     home_range_min_fixes: int = 20
     home_range_grid: int = 128
+    # Also the AKDE (core.akde): the work items then carry the fix times.
+    home_range_akde: bool = False
 
 
 @dataclass(frozen=True)
@@ -1122,7 +1124,7 @@ def _home_ranges(s: TrackState, anchor_from: int, cfg: TrackConfig) -> list[Even
     if b0 > t[-1]:
         return []
     lon, lat = s.lon[good], s.lat[good]
-    out = []
+    out: list[Event] = []
     for boundary in range(b0, int(t[-1]) + 1, every):
         end = int(np.searchsorted(t, boundary))  # fixes strictly before the boundary
         for window in (*cfg.home_range_windows_days, cfg.window_days):
@@ -1141,6 +1143,7 @@ def _home_ranges(s: TrackState, anchor_from: int, cfg: TrackConfig) -> list[Even
                     "grid": cfg.home_range_grid,
                     "lon": lon[begin:end],
                     "lat": lat[begin:end],
+                    **({"t_ms": t[begin:end]} if cfg.home_range_akde else {}),
                 }
             )
     return out
@@ -1157,7 +1160,8 @@ def compute_home_range(item: Event) -> Event:
 
     lon = np.asarray(item["lon"], dtype=np.float64)
     lat = np.asarray(item["lat"], dtype=np.float64)
-    ranges = home_ranges(lon, lat, grid_size=int(item["grid"]))
+    t_ms = None if item.get("t_ms") is None else np.asarray(item["t_ms"], dtype=np.int64)
+    ranges = home_ranges(lon, lat, grid_size=int(item["grid"]), t_ms=t_ms)
     event = home_range_event(
         item["individual-local-identifier"],
         int(item["boundary_ms"]),

@@ -45,7 +45,7 @@ from faust.types import TP
 
 from collarstream.config import Settings
 from collarstream.core.quality import PROFILES
-from collarstream.core.track import Context
+from collarstream.core.track import Context, TrackConfig
 from collarstream.fences import (
     border_lines,
     default_urban_path,
@@ -447,4 +447,5 @@ def live_context(settings: Settings) -> Context:
         profiles={"PL-KYZ-01": PROFILES["persian-leopard"]},
         borders=border_lines(countries),
         areas=load_protected_areas(),
+        config=TrackConfig(home_range_akde=settings.home_range_akde),
     )
