@@ -123,9 +123,10 @@ def test_autocorrelation_widens_the_bandwidth() -> None:
 
 def test_akde_area_tracks_the_true_range_where_the_kde_falls_short() -> None:
     # 360 fixes 4-hourly over 60 days with tau = 5 days: 12 range crossings. The reference
-    # KDE hugs what was visited (measured ~0.78 of the true 95 % area); AKDE's bandwidth
-    # accounts for the autocorrelation (~1.1: a Gaussian range's KDE area is inflated by
-    # about 1 + h², which the 2015 AKDE does not correct).
+    # KDE hugs what was visited (measured: 0.83 of the true 95 % area on average, sd
+    # 0.25); AKDE's bandwidth accounts for the autocorrelation (1.13, sd 0.42: a Gaussian
+    # range's KDE area is inflated by about 1 + h², which the 2015 AKDE does not correct).
+    # Means over 30 tracks; the standard errors are ~0.05 and ~0.08.
     rng = np.random.default_rng(2024)
     a_ratio, k_ratio = [], []
     for _ in range(30):
@@ -134,8 +135,9 @@ def test_akde_area_tracks_the_true_range_where_the_kde_falls_short() -> None:
         a_ratio.append(est.isopleths((95.0,))[95.0].area / TRUE_AREA95)
         kde = grid_isopleths(kde_grid(xy[:, 0], xy[:, 1], "ref", 128), (95.0,))[95.0]
         k_ratio.append(kde.area / TRUE_AREA95)
-    assert 0.9 < np.mean(a_ratio) < 1.4
-    assert np.mean(k_ratio) < 0.85
+    assert 0.9 < np.mean(a_ratio) < 1.45
+    assert np.mean(k_ratio) < 0.9
+    assert np.mean(a_ratio) / np.mean(k_ratio) > 1.2
     assert np.mean(np.asarray(a_ratio) > np.asarray(k_ratio)) > 0.8
 
 
