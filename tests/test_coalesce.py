@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collarstream.stream.coalesce import Coalescer
+from collarstream.stream.coalesce import Coalescer, wait_until_idle
 
 
 def test_a_commit_waits_for_what_was_put_before_it_not_for_an_empty_coalescer() -> None:
@@ -118,3 +118,22 @@ def test_done_out_of_order_is_an_error() -> None:
             c.done(1)
 
     asyncio.run(run())
+
+
+def test_background_work_waits_for_idle_but_not_past_its_bound() -> None:
+    # Home-range estimates wait while fixes are pending (wait_until_idle), at most
+    # max_wait_s: idle at once -> no wait; idle after ~0.1 s -> True then; never idle ->
+    # False once the bound has passed.
+    async def run() -> list[tuple[bool, float]]:
+        loop = asyncio.get_running_loop()
+        out = []
+        for busy_for, bound in ((0.0, 1.0), (0.1, 1.0), (10.0, 0.15)):
+            t0 = loop.time()
+            idle = await wait_until_idle(lambda b=busy_for, t=t0: loop.time() - t < b, bound, 0.01)
+            out.append((idle, loop.time() - t0))
+        return out
+
+    (a, ta), (b, tb), (c, tc) = asyncio.run(run())
+    assert a and ta < 0.01
+    assert b and tb >= 0.1
+    assert not c and tc >= 0.15  # (ignoring the bound, it would go idle at 10 s: True)

@@ -24,6 +24,7 @@ began, not for an empty coalescer, which a busy agent might never leave.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -78,3 +79,20 @@ class Coalescer(Generic[T]):
         while self._done < target:
             self._progress.clear()
             await self._progress.wait()
+
+
+async def wait_until_idle(
+    busy: Callable[[], bool], max_wait_s: float, poll_s: float = 0.05
+) -> bool:
+    """Wait while `busy()` (say, fixes pending in the coalescers), at most `max_wait_s`;
+    True if it went idle. For work that may come late where alerts may not: it then
+    uses the cores the fix path leaves, and a backlog's worth of it does not compete
+    with the catch-up (the wait is bounded, so under endless load it still happens)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait_s
+    while busy():
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(poll_s, left))
+    return True
