@@ -47,6 +47,7 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 from scipy.stats import gaussian_kde
 
+from collarstream.analyze import _batch as analyze_batch
 from collarstream.core import quality
 from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer
@@ -177,17 +178,7 @@ def _ne_polygons(path: Path) -> dict[str, shapely.Geometry]:
 
 def _batch(track: MovebankTrack, animal: str) -> FixBatch:
     """One animal's rows as ``collarstream analyze`` hands them to the reducer."""
-    sel = np.flatnonzero(track.animal == animal)
-    tags = [t for t in track.tag[sel] if t]
-    return FixBatch(
-        track.t_ms[sel],
-        track.lon[sel],
-        track.lat[sel],
-        track.hdop[sel],
-        track.sats[sel],
-        track.t_ms[sel],
-        tag=str(tags[-1]) if tags else "",
-    )
+    return analyze_batch(track, np.flatnonzero(track.animal == animal))
 
 
 def _advance(

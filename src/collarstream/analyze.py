@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from collarstream.core import quality
-from collarstream.core.encounters import encounter_alerts
+from collarstream.core.encounters import encounter_alerts, fix_record
 from collarstream.core.homerange import home_ranges
 from collarstream.core.proximity import close_pairs, encounters
 from collarstream.core.steps import max_gap_seconds
@@ -77,17 +77,7 @@ def _proximity_alerts(states: list[TrackState]) -> list[dict[str, Any]]:
     for k, s in enumerate(states):
         good = np.flatnonzero(s.flags == 0)
         who.append(np.full(good.size, k))
-        recs += [
-            {
-                "animal": s.animal,
-                "tag": s.tag,
-                "t_ms": int(s.t_ms[i]),
-                "lon": float(s.lon[i]),
-                "lat": float(s.lat[i]),
-                "received_ms": int(s.received_ms[i]),
-            }
-            for i in good
-        ]
+        recs += [fix_record(s, int(i)) for i in good]
     if len(states) < 2 or not recs:
         return []
     animal = np.concatenate(who)

@@ -22,10 +22,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from collarstream.core.proximity import ENCOUNTER_GAP_S, WITHIN_M
-from collarstream.core.track import alert_event, event_id
+from collarstream.core.track import TrackState, alert_event, event_id
 from collarstream.timefmt import iso
 
 Event = dict[str, Any]
+
+
+def fix_record(state: TrackState, i: int) -> Event:
+    """Fix i of a track as the encounter alerts (and the live watchers) read it."""
+    return {
+        "animal": state.animal,
+        "tag": state.tag,
+        "t_ms": int(state.t_ms[i]),
+        "lon": float(state.lon[i]),
+        "lat": float(state.lat[i]),
+        "received_ms": int(state.received_ms[i]),
+    }
 
 
 def encounter_alerts(

@@ -39,7 +39,7 @@ import orjson
 from faust.streams import _current_event
 
 from collarstream.core import proximity, silence
-from collarstream.core.encounters import encounter_alerts
+from collarstream.core.encounters import encounter_alerts, fix_record
 from collarstream.core.track import Context, TrackState, silent_collar_alert
 
 Send = Callable[[bytes, dict[str, Any]], Awaitable[None]]
@@ -61,14 +61,8 @@ def last_fix_record(state: TrackState, ctx: Context) -> dict[str, Any] | None:
     good = np.flatnonzero(state.flags == 0)
     if good.size == 0:
         return None
-    i = int(good[-1])
     return {
-        "animal": state.animal,
-        "tag": state.tag,
-        "t_ms": int(state.t_ms[i]),
-        "lon": float(state.lon[i]),
-        "lat": float(state.lat[i]),
-        "received_ms": int(state.received_ms[i]),
+        **fix_record(state, int(good[-1])),
         "interval_s": ctx.profile_for(state.animal).fix_interval_s,
         "delay_ms": silence.usual_delay_ms(state.t_ms[good], state.received_ms[good]),
     }
