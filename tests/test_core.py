@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from collarstream.core import quality, silence
-from collarstream.core.countries import CountryLayer
+from collarstream.core.countries import CountryLayer, bow_deg
 from collarstream.core.geodesy import densify, forward, inverse
 from collarstream.core.steps import compute_steps, max_gap_seconds, wrap180
 from collarstream.core.track import (
@@ -402,6 +402,48 @@ def test_crossing_through_a_third_country_in_order() -> None:
     assert 0.0 < x.frac[0] < x.frac[1] < 1.0
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(-180, 180),
+    st.floats(-85, 85),
+    st.floats(-10, 10),
+    st.floats(-10, 10),
+)
+def test_bow_bound_holds_for_densified_geodesics(
+    lon0: float, lat0: float, dlon: float, dlat: float
+) -> None:
+    # CountryLayer.crossings densifies only steps whose straight lon/lat segment is
+    # within bow_deg of a border piece: every densified point must be that close to it.
+    lat1 = min(max(lat0 + dlat, -85.0), 85.0)
+    lon1 = lon0 + dlon  # unwrapped: the straight segment the screen builds
+    assume(abs(dlon) + abs(lat1 - lat0) > 1e-9)  # GEOS has no distance to a 0-length line
+    x, y, _ = densify(_a(lon0), _a(lat0), _a(((lon1 + 180) % 360) - 180), _a(lat1), 5000.0)
+    x = lon0 + ((x - lon0 + 180) % 360 - 180)  # the same unwrapped longitudes
+    seg = shapely.LineString([(lon0, lat0), (lon1, lat1)])
+    far = shapely.distance(seg, shapely.points(x, y)).max()
+    assert far <= bow_deg(_a(lon0), _a(lat0), _a(lon1), _a(lat1))[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.01, 0.1, 1.0, 8.0]))
+def test_crossings_screened_by_distance_are_all_crossings(seed: int, spread_deg: float) -> None:
+    # Steps around Kazakhstan's borders, short and long: screening out the steps far
+    # from any border piece changes nothing.
+    rng = np.random.default_rng(seed)
+    n = 300
+    x0, y0 = rng.uniform(50, 90, n), rng.uniform(35, 55, n)
+    x1, y1 = x0 + rng.normal(0, spread_deg, n), y0 + rng.normal(0, spread_deg, n)
+    got = COUNTRIES.crossings(x0, y0, x1, y1)
+    want = COUNTRIES._crossings(x0, y0, x1, y1)
+    assert len(want) > 0 or spread_deg < 0.1
+    for name in ("step", "order", "count", "from_idx", "to_idx"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    # (Fractions along the step sum over the batch's densified vertices: the same to
+    # rounding, whichever other steps are in it.)
+    for name in ("frac", "lon", "lat"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-9)
+
+
 def _toy_layer() -> CountryLayer:
     """A with a notch in its south edge, B filling the notch and south of it, C east of A."""
     a = shapely.box(0, 0, 10, 10).difference(shapely.box(4, 0, 6, 1))
@@ -541,6 +583,31 @@ def test_jitter_at_the_zone_edge_raises_one_alert() -> None:
     # Without hysteresis the same jitter would flood.
     lon, lat = _east_of_square([3000.0, *jitter])
     assert len(_urban_alerts(_square_fence(0.0), lon, lat)) == len(jitter)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-0.5, 0.5), st.floats(-0.5, 0.5)) | st.just((math.nan, 0.0)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_urban_levels_skip_only_fixes_outside_every_zone(
+    offsets: list[tuple[float, float]],
+) -> None:
+    # raw_levels projects only the fixes in a lon/lat box around the widest zone; the
+    # levels are those of projecting every fix (fixes from the city's centre out to
+    # ~50 km, through every zone edge).
+    fence = ALMATY[0]
+    c = fence.geometry.centroid
+    lon = np.array([c.x + dx for dx, _ in offsets])
+    lat = np.array([c.y + dy for _, dy in offsets])
+    x, y = fence._to_xy.transform(lon, lat)
+    enter, stay = fence.raw_levels(lon, lat)
+    for k, (e, s) in enumerate(zip(fence._enter, fence._stay, strict=True)):
+        assert np.array_equal(enter >= k + 1, shapely.contains_xy(e, x, y))
+        assert np.array_equal(stay >= k + 1, shapely.contains_xy(s, x, y))
 
 
 @st.composite

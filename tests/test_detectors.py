@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import CRS, Transformer
 
+from collarstream.core import approach as approach_mod
 from collarstream.core.approach import (
     Approach,
     ApproachCarry,
@@ -195,6 +196,43 @@ def test_distance_matches_brute_force_geodesic_near_kazakh_borders() -> None:
         assert d.dist_m[k] == pytest.approx(ref, rel=0.005, abs=1.0)
         checked += 1
     assert checked > 30
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(-180, 180),
+    st.floats(-85, 85),
+    st.lists(st.tuples(st.floats(0, 360), st.floats(0, 50_000)), min_size=1, max_size=20),
+)
+def test_near_frame_is_within_its_bound_of_the_exact_frame(
+    lon: float, lat: float, rays: list[tuple[float, float]]
+) -> None:
+    az, dist = (np.array(c) for c in zip(*rays, strict=True))
+    plon, plat = forward(np.full(az.size, lon), np.full(az.size, lat), az, dist)
+    pts = np.column_stack([plon, plat])
+    x, y, err = approach_mod._near_frame(np.full(az.size, lon), np.full(az.size, lat), pts)
+    ex, ey = approach_mod._frame(np.full(az.size, lon), np.full(az.size, lat), pts)
+    assert np.all(np.hypot(x - ex, y - ey) <= err)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([2_000.0, 6_000.0, 60_000.0]))
+def test_border_distance_screen_keeps_the_nearest_segment(seed: int, max_m: float) -> None:
+    # Segments are screened on a local plane before the exact frame; with the screen's
+    # bound made infinite every segment gets the exact frame. Both give the same rows.
+    rng = np.random.default_rng(seed)
+    lon = np.concatenate([rng.uniform(74, 79, 60), rng.uniform(66, 82, 60)])
+    lat = np.concatenate([rng.uniform(42.4, 43.6, 60), rng.uniform(40, 47, 60)])
+    c = COUNTRIES.locate(lon, lat)
+    got = border_distance(LINES, lon, lat, c, max_m)
+    near_frame = approach_mod._near_frame
+    try:
+        approach_mod._near_frame = lambda *a: (*near_frame(*a)[:2], np.full(len(a[2]), np.inf))
+        want = border_distance(LINES, lon, lat, c, max_m)
+    finally:
+        approach_mod._near_frame = near_frame
+    for name in ("dist_m", "neighbour", "azimuth_deg", "lon", "lat"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
 
 
 # ------------------------------------------------------------------ protected areas

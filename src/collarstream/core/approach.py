@@ -168,24 +168,37 @@ def border_distance(
         return out
     pc_row = pc % (lines.pieces.size // 2)  # both labelled copies share coordinates
     nseg = lines.offset[pc_row + 1] - lines.offset[pc_row] - 1
-    # Each vertex of a (fix, piece) pair once (a segment's end is the next one's start):
-    # the geodesics to the vertices are most of this function's time.
+    # Each vertex of a (fix, piece) pair once (a segment's end is the next one's start).
     nv = nseg + 1
     first_v = np.cumsum(nv) - nv
     vert_pair = np.repeat(np.arange(fix.size), nv)
     v = lines.offset[pc_row][vert_pair] + np.arange(nv.sum()) - first_v[vert_pair]
-    xv, yv = _frame(lon[fix[vert_pair]], lat[fix[vert_pair]], lines.coords[v])
     last_v = np.zeros(vert_pair.size, dtype=bool)
     last_v[first_v + nv - 1] = True
     i0 = np.flatnonzero(~last_v)  # each segment by its first vertex
+    # Exact geodesics to every vertex were most of this function's time. A local plane
+    # (`_near_frame`) gives each segment's distance to within a bound first; only
+    # segments that may be a fix's nearest get the exact frame (the same nearest point
+    # as computing every one: a segment left out is farther than one kept).
+    ax, ay, err = _near_frame(lon[fix[vert_pair]], lat[fix[vert_pair]], lines.coords[v])
+    approx = _segment_distance(ax[i0], ay[i0], ax[i0 + 1], ay[i0 + 1])[0]
+    slack = np.maximum(err[i0], err[i0 + 1])
+    f = fix[vert_pair[i0]]
+    reach = np.full(n, np.inf)
+    np.minimum.at(reach, f, approx + slack)
+    maybe = approx - slack <= np.minimum(reach[f], max_m)
+    i0 = i0[maybe]
+    if i0.size == 0:
+        return out
+    need = np.zeros(vert_pair.size, dtype=bool)
+    need[i0] = need[i0 + 1] = True
+    xv, yv = np.full(vert_pair.size, np.nan), np.full(vert_pair.size, np.nan)
+    xv[need], yv[need] = _frame(
+        lon[fix[vert_pair[need]]], lat[fix[vert_pair[need]]], lines.coords[v[need]]
+    )
     seg_pair = vert_pair[i0]
     f = fix[seg_pair]
-    x0, y0, x1, y1 = xv[i0], yv[i0], xv[i0 + 1], yv[i0 + 1]
-    dx, dy = x1 - x0, y1 - y0
-    dd = dx * dx + dy * dy
-    t = np.clip(np.divide(-(x0 * dx + y0 * dy), dd, out=np.zeros_like(dd), where=dd > 0), 0, 1)
-    cx, cy = x0 + t * dx, y0 + t * dy
-    d = np.hypot(cx, cy)
+    d, cx, cy = _segment_distance(xv[i0], yv[i0], xv[i0 + 1], yv[i0 + 1])
     order = np.lexsort((d, f))
     first = order[np.concatenate([[True], f[order][1:] != f[order][:-1]])]
     first = first[d[first] <= max_m]
@@ -198,6 +211,43 @@ def border_distance(
     out.azimuth_deg[rows] = np.where(dist > 0, az, np.nan)
     out.lon[rows], out.lat[rows] = plon, plat
     return out
+
+
+def _segment_distance(
+    x0: FloatArray, y0: FloatArray, x1: FloatArray, y1: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Distance from the origin to each segment, and the segment's nearest point."""
+    dx, dy = x1 - x0, y1 - y0
+    dd = dx * dx + dy * dy
+    t = np.clip(np.divide(-(x0 * dx + y0 * dy), dd, out=np.zeros_like(dd), where=dd > 0), 0, 1)
+    cx, cy = x0 + t * dx, y0 + t * dy
+    return np.hypot(cx, cy), cx, cy
+
+
+_WGS84_A = 6_378_137.0
+_WGS84_E2 = 0.00669437999014
+
+
+def _near_frame(
+    lon0: FloatArray, lat0: FloatArray, pts: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """`_frame` approximated on the tangent plane (the ellipsoid's radii of curvature at
+    (lon0, lat0)), and a bound on each point's distance from its exact `_frame` place.
+
+    The plane and the azimuthal equidistant frame agree to second order in ρ / R (ρ the
+    point's distance, R the earth's radius); what is left grows as ρ² / R, faster toward
+    the poles (tan φ). The bound, 4 ρ² / R (1 + |tan φ|) + 1 m, is many times what
+    `tests/test_detectors.py` measures for points up to 50 km away.
+    """
+    phi = np.radians(np.clip(lat0, -89.9, 89.9))
+    w2 = 1.0 - _WGS84_E2 * np.sin(phi) ** 2
+    n_rad = _WGS84_A / np.sqrt(w2)
+    m_rad = _WGS84_A * (1.0 - _WGS84_E2) / (w2 * np.sqrt(w2))
+    dlon = np.mod(pts[:, 0] - lon0 + 180.0, 360.0) - 180.0
+    x = np.radians(dlon) * n_rad * np.cos(phi)
+    y = np.radians(pts[:, 1] - lat0) * m_rad
+    rho2 = x * x + y * y
+    return x, y, 4.0 * rho2 / _WGS84_A * (1.0 + np.abs(np.tan(phi))) + 1.0
 
 
 def _frame(lon0: FloatArray, lat0: FloatArray, pts: FloatArray) -> tuple[FloatArray, FloatArray]:

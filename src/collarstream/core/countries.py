@@ -12,6 +12,7 @@ Excursions out of a country and back within one step are reduced away (see _coll
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -31,6 +32,27 @@ DENSIFY_M = 500.0
 # Border lines are cut into pieces of this many vertices so the tree prunes well.
 EDGE_CHUNK = 32
 _POLYGONAL = (3, 6)  # shapely type ids of Polygon, MultiPolygon
+# Steps up to this many degrees of longitude are screened by `bow_deg` (longer ones,
+# and any across the antimeridian, are always densified).
+MAX_BOW_STEP_DEG = 10.0
+
+
+def bow_deg(lon0: FloatArray, lat0: FloatArray, lon1: FloatArray, lat1: FloatArray) -> FloatArray:
+    """A bound, in degrees, on how far a step's geodesic (and so its densified chords)
+    strays from the straight lon/lat segment between its ends.
+
+    A geodesic bows from the straight lon/lat line by second-order terms in the step's
+    extent, d = |Δλ| + |Δφ| radians: on the sphere about sin(2φ) Δλ² / 16 in latitude,
+    and in longitude a term that grows as 1 / cos φ toward the poles. d² / (4 cos² φ),
+    φ the ends' larger |latitude| plus d, bounds both with room to spare (the
+    ellipsoid's flattening changes them by far less). `tests/test_core.py` holds the
+    densified geodesics of random steps up to 10° in each direction, up to 85° of
+    latitude, to it. Meant for steps within MAX_BOW_STEP_DEG of longitude and 85° of
+    latitude.
+    """
+    d = np.radians(np.abs(lon1 - lon0)) + np.radians(np.abs(lat1 - lat0))
+    phi = np.minimum(np.radians(np.maximum(np.abs(lat0), np.abs(lat1))) + d, np.radians(89.0))
+    return np.degrees(d * d / (4.0 * np.cos(phi) ** 2)) + 1e-9
 
 
 @dataclass(frozen=True)
@@ -112,10 +134,43 @@ class CountryLayer:
     def crossings(
         self, lon0: FloatArray, lat0: FloatArray, lon1: FloatArray, lat1: FloatArray
     ) -> Crossings:
-        """Every border crossing along each step's geodesic, in order along the step."""
-        n = np.asarray(lon0).size
-        if n == 0:
+        """Every border crossing along each step's geodesic, in order along the step.
+
+        Only the steps that come near a border piece (`near_edges`) are densified and
+        intersected: the same crossings, without the geodesics of the many steps far
+        from any border."""
+        lon0, lat0 = np.asarray(lon0, np.float64), np.asarray(lat0, np.float64)
+        lon1, lat1 = np.asarray(lon1, np.float64), np.asarray(lat1, np.float64)
+        near = self.near_edges(lon0, lat0, lon1, lat1)
+        if near.size == 0:
             return no_crossings()
+        if near.size == lon0.size:
+            return self._crossings(lon0, lat0, lon1, lat1)
+        found = self._crossings(lon0[near], lat0[near], lon1[near], lat1[near])
+        return dataclasses.replace(found, step=near[found.step])
+
+    def near_edges(
+        self, lon0: FloatArray, lat0: FloatArray, lon1: FloatArray, lat1: FloatArray
+    ) -> IntArray:
+        """Sorted indices of the steps whose geodesic may touch a border piece: the
+        straight lon/lat segment within `bow_deg` of one, or a step too long or too near
+        a pole for that bound (and a step with a NaN end), always."""
+        dlon = np.abs(lon1 - lon0)
+        wide = ~(dlon <= MAX_BOW_STEP_DEG) | ~(np.maximum(np.abs(lat0), np.abs(lat1)) <= 85.0)
+        segs = shapely.linestrings(
+            np.stack([np.column_stack([lon0, lat0]), np.column_stack([lon1, lat1])], axis=1)
+        )
+        hit, _ = self.edge_tree.query(
+            segs, predicate="dwithin", distance=np.where(wide, 0.0, bow_deg(lon0, lat0, lon1, lat1))
+        )
+        mark = wide.copy()
+        mark[hit] = True
+        return np.flatnonzero(mark)
+
+    def _crossings(
+        self, lon0: FloatArray, lat0: FloatArray, lon1: FloatArray, lat1: FloatArray
+    ) -> Crossings:
+        n = lon0.size
         dlon, dlat, offsets = densify(lon0, lat0, lon1, lat1, DENSIFY_M)
         step_of_vertex = np.repeat(np.arange(n), np.diff(offsets))
         lines = shapely.linestrings(np.column_stack([dlon, dlat]), indices=step_of_vertex)

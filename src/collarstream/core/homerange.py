@@ -544,7 +544,9 @@ def kde_grid(
 
     ``exact=True`` sums the Gaussians at the nodes instead (no binning error; the kernel
     is separable, so it is one (ny x n) @ (n x nx) product): cheaper than the FFT for a
-    few hundred fixes, the size of a month of 4-hourly fixes.
+    few hundred fixes, the size of a month of 4-hourly fixes. It is summed in single
+    precision (a float32 grid, a few 1e-7 of the peak density off the float64 sum: far below
+    what any isopleth or bandwidth choice moves), at half the time.
 
     The grid has square cells, ``grid_size`` nodes along the longer side of the bounding
     box of the fixes extended by 4 bandwidths on every side (so the grid holds ≈ 1 of the
@@ -592,9 +594,18 @@ def kde_grid(
     ys = y0 + cell * np.arange(ny, dtype=np.float64)
 
     if exact:
-        ex = np.exp(-0.5 * ((xs[None, :] - xa[:, None]) / h) ** 2)  # (n, nx)
-        ey = np.exp(-0.5 * ((ys[None, :] - ya[:, None]) / h) ** 2)  # (n, ny)
-        density = (ey * (w / (2.0 * math.pi * h * h))[:, None]).T @ ex
+        # Single precision, offsets from the grid's first node (so no large coordinates
+        # are rounded): half the time of float64 for the exponentials and the product.
+        def gauss(nodes: FloatArray, at: FloatArray, origin: float) -> FloatArray:
+            u = ((nodes - origin) / h).astype(np.float32)
+            d = u[None, :] - ((at - origin) / h).astype(np.float32)[:, None]
+            d *= d
+            d *= np.float32(-0.5)
+            return np.exp(d, out=d)  # (n, nodes)
+
+        ey = gauss(ys, ya, y0)
+        ey *= (w / (2.0 * math.pi * h * h)).astype(np.float32)[:, None]
+        density = ey.T @ gauss(xs, xa, x0)  # (ny, nx)
         return KdeGrid(xs=xs, ys=ys, density=density, bandwidth=h, selection=choice)
     binned = _linear_bin(xa, ya, w, x0, y0, cell, nx, ny)
 
@@ -621,18 +632,31 @@ def _check_levels(levels: Sequence[float]) -> list[float]:
     return out
 
 
+_BLOCK = 256
+
+
 def _thresholds(density: FloatArray, levels: Sequence[float]) -> list[float]:
-    # One descending sort serves every level.
-    d = np.sort(density.ravel())[::-1]
-    total = float(d.sum())
-    if total <= 0.0:
+    # One descending sort serves every level. np.cumsum is a scalar loop (~3 ns a node,
+    # as long as the sort): the cumulative mass is found by blocks instead (vectorized
+    # block sums, their cumulative sum, then one block summed node by node per level).
+    d = np.sort(density, axis=None)[::-1]
+    n = d.size
+    pad = -n % _BLOCK
+    blocks = np.concatenate([d, np.zeros(pad, d.dtype)]).reshape(-1, _BLOCK)
+    before = np.cumsum(blocks.sum(axis=1, dtype=np.float64))
+    total = float(before[-1])
+    if not total > 0.0:
         raise ValueError("the density grid is empty")
-    mass = np.cumsum(d) / total
     out = []
     for p in levels:
-        k = min(int(np.searchsorted(mass, p / 100.0)), d.size - 1)
-        nxt = d[k + 1] if k + 1 < d.size else 0.0
-        out.append(0.5 * float(d[k] + nxt))
+        # First node at which the descending cumulative mass reaches p % of the total.
+        target = p / 100.0 * total
+        b = min(int(np.searchsorted(before, target)), before.size - 1)
+        start = float(before[b - 1]) if b else 0.0
+        within = start + np.cumsum(blocks[b], dtype=np.float64)
+        k = min(b * _BLOCK + int(np.searchsorted(within, target)), n - 1)
+        nxt = float(d[k + 1]) if k + 1 < n else 0.0
+        out.append(0.5 * (float(d[k]) + nxt))
     return out
 
 

@@ -65,6 +65,9 @@ class UrbanFence:
     _enter: tuple[BaseGeometry, ...] = field(init=False, repr=False, compare=False)
     _stay: tuple[BaseGeometry, ...] = field(init=False, repr=False, compare=False)
     _to_xy: Transformer = field(init=False, repr=False, compare=False)
+    # lon/lat box around the widest zone (west, south, east, north): fixes outside it are
+    # in no zone, and are not projected.
+    _box: tuple[float, float, float, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.zones:
@@ -85,15 +88,28 @@ class UrbanFence:
         object.__setattr__(self, "_enter", enter)
         object.__setattr__(self, "_stay", stay)
         object.__setattr__(self, "_to_xy", to_xy)
+        # The widest stay zone's vertices in lon/lat, and a margin of 0.01° (~1 km) for
+        # its edges, straight in metres and so slightly bowed in degrees (by far less).
+        ex, ey = shapely.get_coordinates(stay[0]).T
+        vlon, vlat = to_xy.transform(ex, ey, direction="INVERSE")
+        box = (min(vlon) - 0.01, min(vlat) - 0.01, max(vlon) + 0.01, max(vlat) + 0.01)
+        object.__setattr__(self, "_box", tuple(float(v) for v in box))
 
     def raw_levels(self, lon: FloatArray, lat: FloatArray) -> tuple[LevelArray, LevelArray]:
         """Per fix: the deepest zone it is in, and the deepest zone it may stay in."""
-        x, y = self._to_xy.transform(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
-        enter = np.zeros(np.size(x), dtype=np.int8)
-        stay = np.zeros(np.size(x), dtype=np.int8)
+        lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+        enter = np.zeros(lon.size, dtype=np.int8)
+        stay = np.zeros(lon.size, dtype=np.int8)
+        west, south, east, north = self._box
+        near = np.flatnonzero((lon >= west) & (lon <= east) & (lat >= south) & (lat <= north))
+        if near.size == 0:
+            return enter, stay
+        x, y = self._to_xy.transform(lon[near], lat[near])
+        e_near, s_near = enter[near], stay[near]
         for k, (e, s) in enumerate(zip(self._enter, self._stay, strict=True)):
-            enter = np.where(shapely.contains_xy(e, x, y), np.int8(k + 1), enter)
-            stay = np.where(shapely.contains_xy(s, x, y), np.int8(k + 1), stay)
+            e_near[shapely.contains_xy(e, x, y)] = k + 1
+            s_near[shapely.contains_xy(s, x, y)] = k + 1
+        enter[near], stay[near] = e_near, s_near
         return enter, stay
 
     def levels(self, lon: FloatArray, lat: FloatArray, prior: int = 0) -> LevelArray:
