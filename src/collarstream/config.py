@@ -34,8 +34,10 @@ class Settings:
     fetch_wait_ms: int = 10
     # Largest micro-batch, in messages: the validating and tracking stages take whatever
     # is pending up to this (stream.coalesce); the home-range and delivery agents take
-    # up to this many within batch_within_s.
-    batch_max: int = 1000
+    # up to this many within batch_within_s. Only a backlog fills it; in a catch-up,
+    # larger reduce calls pay the reducer's per-animal cost less often (paired runs of
+    # 60 k and 120 k fixes: 2,500 beat 1,000 in all five, by 3-14 %).
+    batch_max: int = 2500
     batch_within_s: float = 0.01
     # Validated batches whose fixes-topic partition this worker owns go to the tracking
     # stage in process, not through the broker (stream.app._LocalBatch).
