@@ -29,6 +29,7 @@ from shapely import STRtree
 from collarstream.core.countries import CountryLayer, chunk_runs
 from collarstream.core.episodes import Transitions, latch, transitions
 from collarstream.core.geodesy import forward, inverse
+from collarstream.core.laea import A_M, FLATTENING
 from collarstream.core.steps import wrap180
 
 FloatArray = npt.NDArray[np.float64]
@@ -224,8 +225,7 @@ def _segment_distance(
     return np.hypot(cx, cy), cx, cy
 
 
-_WGS84_A = 6_378_137.0
-_WGS84_E2 = 0.00669437999014
+_E2 = FLATTENING * (2.0 - FLATTENING)  # WGS84 e²
 
 
 def _near_frame(
@@ -240,14 +240,14 @@ def _near_frame(
     `tests/test_detectors.py` measures for points up to 50 km away.
     """
     phi = np.radians(np.clip(lat0, -89.9, 89.9))
-    w2 = 1.0 - _WGS84_E2 * np.sin(phi) ** 2
-    n_rad = _WGS84_A / np.sqrt(w2)
-    m_rad = _WGS84_A * (1.0 - _WGS84_E2) / (w2 * np.sqrt(w2))
+    w2 = 1.0 - _E2 * np.sin(phi) ** 2
+    n_rad = A_M / np.sqrt(w2)
+    m_rad = A_M * (1.0 - _E2) / (w2 * np.sqrt(w2))
     dlon = np.mod(pts[:, 0] - lon0 + 180.0, 360.0) - 180.0
     x = np.radians(dlon) * n_rad * np.cos(phi)
     y = np.radians(pts[:, 1] - lat0) * m_rad
     rho2 = x * x + y * y
-    return x, y, 4.0 * rho2 / _WGS84_A * (1.0 + np.abs(np.tan(phi))) + 1.0
+    return x, y, 4.0 * rho2 / A_M * (1.0 + np.abs(np.tan(phi))) + 1.0
 
 
 def _frame(lon0: FloatArray, lat0: FloatArray, pts: FloatArray) -> tuple[FloatArray, FloatArray]:
