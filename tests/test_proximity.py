@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 
 from collarstream.analyze import _proximity_alerts, analyze
 from collarstream.core.encounters import encounter_alerts
-from collarstream.core.geodesy import forward
+from collarstream.core.geodesy import forward, inverse
 from collarstream.core.proximity import (
     ENCOUNTER_GAP_S,
     MAX_DT_S,
@@ -32,6 +32,7 @@ from collarstream.core.proximity import (
     WITHIN_M,
     OpenEncounter,
     close_pairs,
+    close_to,
     continue_encounters,
     encounters,
 )
@@ -442,3 +443,28 @@ def test_bats_analyze_sends_two_alerts_per_encounter_not_per_pair_of_fixes(
         assert x["fix-timestamp"] == y["details"]["other-fix-timestamp"]
         assert y["fix-timestamp"] == x["details"]["other-fix-timestamp"]
         assert x["details"]["distance_m"] == y["details"]["distance_m"] <= WITHIN_M
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(-180, 180),
+    st.floats(-89, 89),
+    st.lists(
+        st.tuples(st.floats(0, 360), st.floats(0, 3 * WITHIN_M), st.integers(-7200, 7200)),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_live_close_to_screens_by_box_and_finds_what_every_geodesic_finds(
+    lon: float, lat: float, others: list[tuple[float, float, int]]
+) -> None:
+    # close_to computes geodesics only inside a lon/lat box around the fix; the answer
+    # is that of a geodesic to every other animal's fix (across the antimeridian too).
+    az, dist, dt = (np.array(c) for c in zip(*others, strict=True))
+    olon, olat = forward(np.full(az.size, lon), np.full(az.size, lat), az, dist)
+    ot = T0 + dt * 1000
+    idx, d = close_to(lon, lat, T0, olon, olat, ot)
+    every, _, _ = inverse(np.full(az.size, lon), np.full(az.size, lat), olon, olat)
+    want = np.flatnonzero((np.abs(ot - T0) / 1000.0 <= MAX_DT_S) & (every <= WITHIN_M))
+    assert idx.tolist() == want.tolist()
+    assert np.array_equal(d, every[want])

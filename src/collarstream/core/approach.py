@@ -28,7 +28,7 @@ from shapely import STRtree
 
 from collarstream.core.countries import CountryLayer, chunk_runs
 from collarstream.core.episodes import Transitions, latch, transitions
-from collarstream.core.geodesy import forward, inverse
+from collarstream.core.geodesy import forward, inverse, search_box_deg
 from collarstream.core.laea import A_M, FLATTENING
 from collarstream.core.steps import wrap180
 
@@ -50,8 +50,6 @@ WITHIN_M = 5_000.0
 HYSTERESIS_M = 1_000.0
 # "Toward" = the step's heading within +-60 degrees of the direction to the border.
 CONE_DEG = 60.0
-# Metres per degree of latitude is >= 110 574 everywhere: dividing by less over-covers.
-_M_PER_DEG = 110_000.0
 
 
 @dataclass(frozen=True)
@@ -158,9 +156,7 @@ def border_distance(
     )
     if n == 0 or len(lines) == 0:
         return out
-    dlat = max_m / _M_PER_DEG
-    coslat = np.cos(np.radians(np.minimum(np.abs(lat) + dlat, 89.9)))
-    dlon = np.minimum(max_m / (_M_PER_DEG * coslat), 180.0)
+    dlat, dlon = search_box_deg(lat, max_m)
     boxes = shapely.box(lon - dlon, lat - dlat, lon + dlon, lat + dlat)
     fix, pc = lines.tree.query(boxes)
     same = (country[fix] == lines.country[pc]) & (country[fix] >= 0)

@@ -14,6 +14,18 @@ from pyproj import Geod
 FloatArray = npt.NDArray[np.float64]
 
 WGS84 = Geod(ellps="WGS84")
+# Metres per degree of latitude are >= 110 574 everywhere: dividing by less over-covers.
+M_PER_DEG_MIN = 110_000.0
+
+
+def search_box_deg(lat: FloatArray, radius_m: float) -> tuple[float, FloatArray]:
+    """Half-widths in degrees (latitude, longitude per point) of a lon/lat box around
+    points at `lat` holding every point within radius_m of them: a cheap screen before
+    exact geodesics. Longitude is measured at the box's edge nearer the pole (capped at
+    89.9°), and at most 180."""
+    dlat = radius_m / M_PER_DEG_MIN
+    coslat = np.cos(np.radians(np.minimum(np.abs(np.asarray(lat, np.float64)) + dlat, 89.9)))
+    return dlat, np.minimum(radius_m / (M_PER_DEG_MIN * coslat), 180.0)
 
 
 def inverse(

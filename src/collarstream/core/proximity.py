@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from collarstream.core.geodesy import inverse
+from collarstream.core.geodesy import inverse, search_box_deg
 from collarstream.core.immobility import ecef
 
 FloatArray = npt.NDArray[np.float64]
@@ -129,10 +129,17 @@ def close_to(
     """
     olon, olat = np.asarray(other_lon, np.float64), np.asarray(other_lat, np.float64)
     ot = np.asarray(other_t_ms, np.int64)
-    d, _, _ = inverse(np.full(olon.size, lon), np.full(olon.size, lat), olon, olat)
-    ok = (np.abs(ot - t_ms) / 1000.0 <= max_dt_s) & (d <= within_m)
-    idx = np.flatnonzero(ok)
-    return idx.astype(np.int64), d[idx]
+    # Geodesics only to the fixes in time and in a lon/lat box that holds every point
+    # within_m away (one per other animal was most of a live batch's proximity work).
+    dlat, dlon = search_box_deg(np.asarray(lat, np.float64), within_m)
+    near = np.flatnonzero(
+        (np.abs(ot - t_ms) / 1000.0 <= max_dt_s)
+        & (np.abs(olat - lat) <= dlat)
+        & (np.abs(np.mod(olon - lon + 180.0, 360.0) - 180.0) <= dlon)
+    )
+    d, _, _ = inverse(np.full(near.size, lon), np.full(near.size, lat), olon[near], olat[near])
+    ok = d <= within_m
+    return near[ok].astype(np.int64), d[ok]
 
 
 @dataclass(frozen=True)
