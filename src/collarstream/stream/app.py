@@ -75,8 +75,8 @@ HOME_RANGE_NICENESS = 10
 # the cores from the fix path (measured: 7.6-9.0 k fixes/s against 10.5-11.3 k with
 # them switched off).
 HOME_RANGE_DEFER_S = 30.0
-# Reduced batches waiting for their outputs to be sent: the reducer runs ahead by at
-# most this many (backpressure beyond).
+# Reduce calls submitted and not yet taken by the emitter: the reducer runs ahead of
+# the sends by at most this many (backpressure beyond).
 EMIT_QUEUE = 2
 
 
@@ -303,6 +303,7 @@ def build_app(settings: Settings) -> CollarApp:
         return int(partitioner(key, all_partitions, all_partitions))
 
     async def track() -> None:
+        nonlocal reducing
         while True:
             mark, events = await fixes_in.take()
             grouped: dict[bytes, list[Any]] = defaultdict(list)
@@ -315,27 +316,28 @@ def build_app(settings: Settings) -> CollarApp:
                     continue
                 grouped[ev.message.key].append(ev)
             if not grouped:  # nothing to reduce; done in order, after the emitter's
-                await reduced.put((mark, 0, []))
+                await reduced.put((mark, None, []))
                 continue
-            nonlocal reducing
+            # Submitted now, awaited by the emitter: the reducer's process starts this
+            # call the moment it finishes the one before, not after the loop has come
+            # back for its result and sent it (the call runs while that happens).
             reducing += 1
-            try:
-                seq, results = await reducer.reduce(
-                    [(key, [ev.message.value for ev in evs]) for key, evs in grouped.items()]
-                )
-            finally:
-                reducing -= 1
-            batch = [
-                (key, evs[-1], result)
-                for (key, evs), result in zip(grouped.items(), results, strict=True)
-            ]
-            await reduced.put((mark, seq, batch))
+            call = reducer.reduce(
+                [(key, [ev.message.value for ev in evs]) for key, evs in grouped.items()]
+            )
+            await reduced.put((mark, call, [(key, evs[-1]) for key, evs in grouped.items()]))
 
     async def emit() -> None:
+        nonlocal reducing
         while True:
-            mark, seq, batch = await reduced.get()
-            for key, last, (steps, others, rec) in batch:
-                await _emit(key, last, seq, steps, others, rec)
+            mark, call, lasts = await reduced.get()
+            if call is not None:
+                try:
+                    seq, results = await call
+                finally:
+                    reducing -= 1
+                for (key, last), (steps, others, rec) in zip(lasts, results, strict=True):
+                    await _emit(key, last, seq, steps, others, rec)
             fixes_in.done(mark)
 
     @app.task

@@ -201,10 +201,12 @@ class ReducerProcess:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def reduce(
+    def reduce(
         self, batches: Sequence[tuple[bytes, list[bytes]]]
-    ) -> tuple[int, list[Result]]:
-        """Per animal (key, fix messages) -> this call's number, what to send per animal."""
+    ) -> asyncio.Future[tuple[int, list[Result]]]:
+        """Per animal (key, fix messages) -> this call's number, what to send per animal.
+        Submitted before this returns, so calls run in the order they were made; the
+        caller awaits the result when it wants it (the next call may be made first)."""
         work = []
         for key, bodies in batches:
             seed = None
@@ -213,7 +215,7 @@ class ReducerProcess:
                 self._held.add(key)
             work.append((key, seed, bodies))
         confirm, self._confirm = self._confirm, []
-        return await self._call(_reduce, work, confirm)  # type: ignore[no-any-return]
+        return asyncio.get_running_loop().run_in_executor(self._pool, _reduce, work, confirm)
 
     def sent(self, key: bytes, seq: int, event: Any) -> None:
         """The outputs of reduce call `seq` for `key` are with the producer."""
