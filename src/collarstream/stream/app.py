@@ -65,6 +65,7 @@ from collarstream.wire import (
     encode_batch,
     home_range_message,
     parse_message,
+    warm_up,
 )
 
 log = logging.getLogger(__name__)
@@ -381,6 +382,7 @@ def build_app(settings: Settings) -> CollarApp:
         initializer=os.nice,
         initargs=(HOME_RANGE_NICENESS,),
     )
+    pool.submit(warm_up)  # its process starts and imports now, while the worker joins
 
     @app.agent(outputs["home-range-due"], name="estimate_home_range")
     async def estimate_home_range(stream: faust.StreamT) -> None:
