@@ -53,6 +53,7 @@ from collarstream.fences import (
     load_fence_file,
     load_protected_areas,
 )
+from collarstream.stream.children import tie_to_worker
 from collarstream.stream.coalesce import Coalescer, wait_until_idle
 from collarstream.stream.delivery_agents import install_delivery
 from collarstream.stream.reducer_process import ReducerProcess
@@ -379,8 +380,8 @@ def build_app(settings: Settings) -> CollarApp:
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=os.nice,
-        initargs=(HOME_RANGE_NICENESS,),
+        initializer=tie_to_worker,  # see stream.children
+        initargs=(os.getpid(), HOME_RANGE_NICENESS),
     )
     pool.submit(warm_up)  # its process starts and imports now, while the worker joins
 

@@ -24,7 +24,8 @@ animal's unconfirmed versions until a confirmation reaches them.
 
 On a rebalance the worker flushes and the child forgets every state: another worker
 may own those animals next, and the table restored from the changelog is the truth.
-A child that dies takes the worker down (a supervisor restarts it from the table).
+A child that dies takes the worker down (a supervisor restarts it from the table), and
+a worker that dies takes the child with it (`stream.children`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 import weakref
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
@@ -41,6 +43,7 @@ from faust.streams import _current_event
 
 from collarstream.core.track import Context, TrackState, advance_many
 from collarstream.stream import state_codec
+from collarstream.stream.children import tie_to_worker
 from collarstream.stream.watch import last_fix_record
 from collarstream.wire import concat_batches, decode_batch
 
@@ -144,8 +147,9 @@ class ReducerState:
 _CHILD: ReducerState | None = None
 
 
-def _start_child(make_context: Callable[[], Context]) -> None:
+def _start_child(make_context: Callable[[], Context], worker_pid: int) -> None:
     global _CHILD
+    tie_to_worker(worker_pid)
     _CHILD = ReducerState(make_context())
 
 
@@ -186,7 +190,7 @@ class ReducerProcess:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_child,
-            initargs=(make_context,),
+            initargs=(make_context, os.getpid()),
         )
         self._held: set[bytes] = set()  # keys the child may hold (sent since the last drop)
         self._confirm: list[tuple[bytes, int]] = []
