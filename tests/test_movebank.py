@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from collarstream import timefmt
 from collarstream.movebank import (
     MOVEBANK_COLUMNS,
     format_movebank_timestamp,
@@ -83,6 +85,13 @@ def test_parse_timestamp_accepts(text: str, expected: int) -> None:
         ("2026-02-30 04:00:00.000", "invalid date"),
         ("2026-03-01 24:00:00.000", "invalid date"),
         ("2026-03-01T04:00:00.Z", "unrecognised"),
+        # The wire's own form, read by its positions first: impossible values still fail.
+        ("2026-02-29T04:00:00.000Z", "invalid date"),
+        ("2026-03-01T24:00:00.000Z", "invalid date"),
+        ("2026-03-01T04:60:00.000Z", "invalid date"),
+        ("2026-03-01T04:00:60.000Z", "invalid date"),
+        ("0000-03-01T04:00:00.000Z", "invalid date"),
+        ("２026-03-01T04:00:00.000Z", "unrecognised"),  # a fullwidth digit
     ],
 )
 def test_parse_timestamp_rejects(text: str, problem: str) -> None:
@@ -96,6 +105,30 @@ def test_format_timestamps() -> None:
     assert format_timestamp(-1) == "1969-12-31T23:59:59.999Z"
     with pytest.raises(ValueError, match="outside"):
         format_timestamp(10**18)
+
+
+_WIRE_DIGITS = st.text("0123456789", min_size=2, max_size=2)
+
+
+@given(
+    st.text("0123456789", min_size=4, max_size=4),
+    st.lists(_WIRE_DIGITS, min_size=5, max_size=5),
+    st.text("0123456789", min_size=3, max_size=3),
+)
+def test_wire_form_read_by_position_as_by_the_general_parser(
+    year: str, two: list[str], ms: str
+) -> None:
+    """Digits anywhere in the wire form (impossible dates and times included): the
+    positional reading gives what the general parser gives, value or error."""
+    text = f"{year}-{two[0]}-{two[1]}T{two[2]}:{two[3]}:{two[4]}.{ms}Z"
+
+    def outcome(parse: Callable[[str], int]) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            return str(exc)
+
+    assert outcome(parse_timestamp) == outcome(timefmt._parse_general)
 
 
 @given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))

