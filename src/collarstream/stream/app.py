@@ -165,16 +165,17 @@ def build_app(settings: Settings) -> CollarApp:
         )
 
     raw, fixes = topic(names.raw_fixes), topic(names.fixes)
+    home_range_due = topic(names.home_range_work)
     outputs = {
-        "step": topic(names.steps),
-        "alert": topic(names.alerts),
-        "home-range": topic(names.home_ranges),
-        "home-range-due": topic(names.home_range_work),
+        "step": _Sender(app, names.steps),
+        "alert": _Sender(app, names.alerts),
+        "home-range": _Sender(app, names.home_ranges),
+        "home-range-due": _Sender(app, names.home_range_work),
     }
-    dlq = topic(names.dead_letter)
+    dlq, fixes_out = _Sender(app, names.dead_letter), _Sender(app, names.fixes)
 
     async def send_alert(key: bytes, alert: dict[str, Any]) -> None:
-        await outputs["alert"].send(key=key, value=orjson.dumps(alert))
+        await outputs["alert"].send(key, orjson.dumps(alert))
 
     # Hooks run before every offset commit, in order (see _Consumer._commit_offsets).
     app.collarstream_before_commit = []  # type: ignore[attr-defined]
@@ -284,7 +285,7 @@ def build_app(settings: Settings) -> CollarApp:
                         msg.key,
                         _received_ms(msg),
                     )
-                    await dlq.send(key=msg.key, value=orjson.dumps(record))
+                    await dlq.send(msg.key, orjson.dumps(record))
             owned = app.consumer.assignment() if settings.local_handoff else set()
             for animal, items in by_animal.items():
                 key, value = animal.encode(), encode_batch(animal, items)
@@ -292,9 +293,9 @@ def build_app(settings: Settings) -> CollarApp:
                 if TP(local.topic, local.partition) in owned:
                     await fixes_in.put(local)  # see _LocalBatch
                     if delivering:  # it hands fixes off from the topic: publish, marked
-                        await fixes.send(key=key, value=value, headers=[mark_here])
+                        await fixes_out.send(key, value, headers=[mark_here])
                 else:
-                    await fixes.send(key=key, value=value)
+                    await fixes_out.send(key, value)
             raw_in.done(mark)
 
     partitioner = DefaultPartitioner()
@@ -314,7 +315,7 @@ def build_app(settings: Settings) -> CollarApp:
                 if isinstance(ev, _LocalBatch) and TP(ev.topic, ev.partition) not in owned:
                     # Put before a rebalance took its partition away (after the revoke
                     # drained this coalescer): its new owner tracks it, from the topic.
-                    await fixes.send(key=ev.key, value=ev.value)
+                    await fixes_out.send(ev.key, ev.value)
                     continue
                 grouped[ev.message.key].append(ev)
             if not grouped:  # nothing to reduce; done in order, after the emitter's
@@ -365,9 +366,9 @@ def build_app(settings: Settings) -> CollarApp:
         if rec is not None:
             watchers.on_record(key, rec, last)
         if steps is not None:
-            await outputs["step"].send(key=key, value=steps)
+            await outputs["step"].send(key, steps)
         for kind, body in others:
-            await outputs[kind].send(key=key, value=body)
+            await outputs[kind].send(key, body)
         # Only now, with its outputs handed to the producer, may the state be written.
         reducer.sent(key, seq, last)
 
@@ -385,7 +386,7 @@ def build_app(settings: Settings) -> CollarApp:
     )
     pool.submit(warm_up)  # its process starts and imports now, while the worker joins
 
-    @app.agent(outputs["home-range-due"], name="estimate_home_range")
+    @app.agent(home_range_due, name="estimate_home_range")
     async def estimate_home_range(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
@@ -398,7 +399,7 @@ def build_app(settings: Settings) -> CollarApp:
             for key, item in latest.values():
                 await wait_until_idle(fixes_pending, deadline - loop.time())
                 body = await loop.run_in_executor(pool, home_range_message, item)
-                await outputs["home-range"].send(key=key, value=body)
+                await outputs["home-range"].send(key, body)
 
     @app.on_before_shutdown.connect
     async def _stop_pool(app: faust.App, **kwargs: Any) -> None:
@@ -420,6 +421,26 @@ def _tracked(headers: Any, mark: tuple[str, bytes]) -> bool:
         return False
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return any(tuple(pair) == mark for pair in pairs)
+
+
+class _Sender:
+    """Sends bytes to one topic through the app's producer, not through Faust's
+    `Topic.send`, which builds a FutureMessage, runs the sensors and hangs a callback on
+    every message: measured in a catch-up, 132 µs of the event loop's CPU a send against
+    21 µs for the producer's, at one output message for every 6-8 fixes. Nothing here
+    used what it adds. Outputs are not sent from an agent's event, so Faust would not
+    have attached them to one, and that they were delivered is made sure by flushing the
+    producer before every offset commit (`flush_states`), not by per-message futures.
+    The worker creates every topic before the app starts (`topics.ensure_topics`)."""
+
+    __slots__ = ("_app", "topic")
+
+    def __init__(self, app: faust.App, topic: str) -> None:
+        self._app, self.topic = app, topic
+
+    async def send(self, key: bytes, value: bytes, headers: list[Any] | None = None) -> Any:
+        producer = await self._app.maybe_start_producer()
+        return await producer.send(self.topic, key, value, None, None, headers)
 
 
 class _LocalBatch:
