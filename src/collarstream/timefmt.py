@@ -26,7 +26,7 @@ _UTC_SUFFIXES = frozenset({"Z", "+00:00", "+0000", "-00:00", "-0000"})
 
 
 # The wire's own form (format_timestamp's), which nearly every fix carries twice: read by
-# its fixed positions, each date's start memoized (~0.6 µs instead of ~1.9; the worker's
+# its fixed positions, each date's start memoized (~0.9 µs instead of ~1.9; the worker's
 # event loop parses tens of thousands a second). Anything else, and anything this form
 # would read as an impossible date or time, takes the general path, which says what is
 # wrong.

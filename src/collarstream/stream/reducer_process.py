@@ -202,8 +202,9 @@ class ReducerProcess:
         """Start the child now (it takes seconds to load the context), not on the first batch."""
         return self._pool.submit(_ready)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run `fn` in the child, after every call submitted before; await the result."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def reduce(
         self, batches: Sequence[tuple[bytes, list[bytes]]]
@@ -219,7 +220,7 @@ class ReducerProcess:
                 self._held.add(key)
             work.append((key, seed, bodies))
         confirm, self._confirm = self._confirm, []
-        return asyncio.get_running_loop().run_in_executor(self._pool, _reduce, work, confirm)
+        return self._submit(_reduce, work, confirm)
 
     def sent(self, key: bytes, seq: int, event: Any) -> None:
         """The outputs of reduce call `seq` for `key` are with the producer."""
@@ -230,7 +231,7 @@ class ReducerProcess:
         """Write every confirmed, changed state to the table; returns how many. Flush the
         producer first (see the module docstring)."""
         confirm, self._confirm = self._confirm, []
-        encoded: dict[bytes, bytes] = await self._call(_encode, confirm)
+        encoded: dict[bytes, bytes] = await self._submit(_encode, confirm)
         for key, raw in encoded.items():
             token = _current_event.set(weakref.ref(self._events[key]))
             try:
@@ -241,7 +242,7 @@ class ReducerProcess:
 
     async def drop(self) -> None:
         """Forget every state (after a rebalance); flush first."""
-        await self._call(_drop)
+        await self._submit(_drop)
         self._held.clear()
         self._events.clear()
 
