@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, Self
+
+from collarstream.stream.children import parent_death_signal
 
 __all__ = [
     "BOOTSTRAP_ENV",
@@ -298,9 +297,6 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def _parent_death_signal() -> Callable[[], None] | None:
     """A pre-exec hook asking Linux to SIGTERM the broker when this process dies.
 
@@ -309,20 +305,16 @@ def _parent_death_signal() -> Callable[[], None] | None:
     this it would outlive us. Linux ties the signal to the forking *thread*, so it is only
     armed from the main thread, whose end is the process's end.
     """
-    if (
-        not sys.platform.startswith("linux")
-        or threading.current_thread() is not threading.main_thread()
-    ):
-        return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+    if threading.current_thread() is not threading.main_thread():
         return None
     # Resolved here, before the fork: the child may only do trivial work until exec.
-    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    set_signal = parent_death_signal()
+    if set_signal is None:
+        return None
     parent = os.getpid()
 
     def arm() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        set_signal(signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before the signal was armed
             os.kill(os.getpid(), signal.SIGTERM)
 

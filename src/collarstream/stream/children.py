@@ -21,8 +21,23 @@ import ctypes.util
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal() -> Callable[[int], object] | None:
+    """Linux's prctl(PR_SET_PDEATHSIG, sig) as a function of sig: the calling process gets
+    sig when the thread that started it ends. Resolved on this call, so a forked child
+    that may only do trivial work until exec (`stream.broker`) can be handed it ready.
+    None off Linux or without a C library."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.util.find_library("c")
+    if libc is None:
+        return None
+    prctl = ctypes.CDLL(libc, use_errno=True).prctl
+    return lambda sig: prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def tie_to_worker(worker_pid: int, niceness: int = 0) -> None:
@@ -30,8 +45,8 @@ def tie_to_worker(worker_pid: int, niceness: int = 0) -> None:
     SIGTERM, die with `worker_pid`, and lower this process's priority by `niceness`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if sys.platform.startswith("linux") and (libc := ctypes.util.find_library("c")):
-        ctypes.CDLL(libc, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if (arm := parent_death_signal()) is not None:
+        arm(signal.SIGKILL)
     if os.getppid() != worker_pid:  # the worker died before the signal was armed
         os._exit(1)
     if niceness:
