@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pyproj import CRS, Transformer
 
 from collarstream.core import approach as approach_mod
+from collarstream.core import excursion as excursion_mod
 from collarstream.core.approach import (
     Approach,
     ApproachCarry,
@@ -33,14 +34,17 @@ from collarstream.core.excursion import (
     ReferenceRange,
     edge_nodes,
     excursions,
+    excursions_many,
     prune_cache,
     reference_range,
 )
 from collarstream.core.geodesy import forward, inverse
-from collarstream.core.immobility import ImmobilityCarry, immobility
+from collarstream.core.immobility import ImmobilityCarry, immobility, immobility_many
+from collarstream.core.laea import Laea
 from collarstream.core.proximity import close_pairs, close_to
 from collarstream.core.silence import silences, silent_collars, usual_delay_ms
 from collarstream.core.steps import compute_steps
+from collarstream.core.suffix import Suffix
 from collarstream.fences import load_countries
 from collarstream.movebank import read_movebank_csv
 from collarstream.timefmt import parse_ms
@@ -50,6 +54,8 @@ H_MS = 3_600_000
 DAY_MS = 24 * H_MS
 COUNTRIES = load_countries()
 LINES = BorderLines.from_layer(COUNTRIES, ("KAZ", "KGZ", "UZB", "CHN", "TKM", "TJK"))
+# Reference ranges on a grid in metres from (0, 0): test points go in as lon/lat.
+_AT_ORIGIN = Laea(0.0, 0.0)
 
 
 def _toy() -> tuple[CountryLayer, BorderLines]:
@@ -430,13 +436,8 @@ def test_reference_range_is_the_direct_95_kde_and_its_hysteresis(
     assert stay[out][near].all() and not stay[out][far].any()
 
 
-@given(seed=st.integers(0, 2**32 - 1), blobs=st.integers(1, 4))
-@settings(max_examples=200, deadline=None)
-def test_hysteresis_measured_to_edge_nodes_is_to_every_inside_node(seed: int, blobs: int) -> None:
-    """ReferenceRange.masks measures a point's distance only to the inside set's edge
-    nodes: for every point not inside, that is its distance to the nearest inside node
-    of all (brute force), holes and several patches included."""
-    rng = np.random.default_rng(seed)
+def _random_range(rng: np.random.Generator, blobs: int) -> ReferenceRange:
+    """A range on a random grid of Gaussian blobs, in metres from (0, 0), 100 m cells."""
     ny, nx = int(rng.integers(8, 40)), int(rng.integers(8, 40))
     jj, ii = np.mgrid[0:ny, 0:nx]
     density = np.zeros((ny, nx))
@@ -445,26 +446,50 @@ def test_hysteresis_measured_to_edge_nodes_is_to_every_inside_node(seed: int, bl
         density += np.exp(-((ii - cx) ** 2 + (jj - cy) ** 2) / (2 * r * r))
     level = float(rng.uniform(0.2, 0.9)) * density.max()
     inside = density >= level
-    cell, hyst = 100.0, float(rng.uniform(50, 1500))
-    ref = ReferenceRange(
-        lambda lo, la: (np.asarray(lo), np.asarray(la)),  # the grid's metres themselves
-        0.0,
-        0.0,
-        cell,
-        density,
-        level,
-        edge_nodes(inside),
-        hyst,
+    hyst = float(rng.uniform(50, 1500))
+    return ReferenceRange(_AT_ORIGIN, 0.0, 0.0, 100.0, density, level, edge_nodes(inside), hyst)
+
+
+@given(seed=st.integers(0, 2**32 - 1), blobs=st.integers(1, 4))
+@settings(max_examples=200, deadline=None)
+def test_hysteresis_measured_to_edge_nodes_is_to_every_inside_node(seed: int, blobs: int) -> None:
+    """ReferenceRange.masks measures a point's distance only to the inside set's edge
+    nodes: for every point not inside, that is its distance to the nearest inside node
+    of all (brute force), holes and several patches included."""
+    rng = np.random.default_rng(seed)
+    ref = _random_range(rng, blobs)
+    ny, nx = ref.density.shape
+    cell, hyst, inside = ref.cell, ref.hysteresis_m, ref.density >= ref.level
+    lon, lat = _AT_ORIGIN.inverse(
+        rng.uniform(-5, nx + 5, 400) * cell, rng.uniform(-5, ny + 5, 400) * cell
     )
-    px = rng.uniform(-5, nx + 5, 400) * cell
-    py = rng.uniform(-5, ny + 5, 400) * cell
-    enter, stay = ref.masks(px, py)
+    enter, stay = ref.masks(lon, lat)
+    px, py = _AT_ORIGIN.forward(lon, lat)  # the grid's metres, as the masks see them
     nodes_j, nodes_i = np.nonzero(inside)
     d = np.hypot(px[:, None] / cell - nodes_i, py[:, None] / cell - nodes_j).min(axis=1) * cell
     out = ~enter
     assert out.any()
     np.testing.assert_array_equal(stay[out], d[out] <= hyst)
     assert stay[enter].all()
+
+
+@given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(0, 30), max_size=5))
+@settings(max_examples=50, deadline=None)
+def test_masks_of_many_ranges_equal_each_ranges_own(seed: int, sizes: list[int]) -> None:
+    """masks_many judges consecutive runs of fixes against their own ranges in one pass;
+    each run must get exactly what its range's masks give it (inside, and within the
+    hysteresis)."""
+    rng = np.random.default_rng(seed)
+    refs = [_random_range(rng, 2) for _ in sizes]
+    x = np.concatenate([rng.uniform(-5, 45, k) * 100.0 for k in sizes]) if sizes else []
+    y = np.concatenate([rng.uniform(-5, 45, k) * 100.0 for k in sizes]) if sizes else []
+    lon, lat = _AT_ORIGIN.inverse(np.asarray(x, float), np.asarray(y, float))
+    enter, stay = excursion_mod.masks_many(refs, sizes, lon, lat)
+    ends = np.cumsum(sizes, dtype=int)
+    for ref, a, b in zip(refs, ends - sizes, ends, strict=True):
+        e, s_ = ref.masks(lon[a:b], lat[a:b])
+        np.testing.assert_array_equal(enter[a:b], e)
+        np.testing.assert_array_equal(stay[a:b], s_)
 
 
 def test_hysteresis_counts_a_node_whose_only_outside_neighbour_is_diagonal() -> None:
@@ -474,7 +499,7 @@ def test_hysteresis_counts_a_node_whose_only_outside_neighbour_is_diagonal() -> 
     density = np.full((6, 6), 1.05)
     density[3, 3] = 0.0  # q = node (i=2, j=2); the hole is its diagonal neighbour
     ref = ReferenceRange(
-        lambda lo, la: (np.asarray(lo), np.asarray(la)),
+        _AT_ORIGIN,
         0.0,
         0.0,
         1.0,
@@ -483,7 +508,7 @@ def test_hysteresis_counts_a_node_whose_only_outside_neighbour_is_diagonal() -> 
         edge_nodes(density >= 1.0),
         0.6,
     )
-    enter, stay = ref.masks(np.array([2.4]), np.array([2.4]))
+    enter, stay = ref.masks(*_AT_ORIGIN.inverse(np.array([2.4]), np.array([2.4])))
     assert not enter[0] and stay[0]
 
 
@@ -510,6 +535,30 @@ def test_excursion_suffix_with_carry_equals_whole(r: int) -> None:
     assert part.away.tolist() == whole.away[r:].tolist()
     assert part.exit.tolist() == whole.exit[whole.exit >= r].tolist()
     assert part.back.tolist() == whole.back[whole.back >= r].tolist()
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 60), st.booleans()), max_size=5))
+def test_excursions_of_many_animals_equal_one_by_one(
+    animals: list[tuple[int, int, bool]],
+) -> None:
+    """The reducer judges all animals of a batch in one `excursions_many` call (one
+    projection and interpolation pass over all their fixes): each must get exactly what
+    `excursions` gives it alone, whatever its start, carry and neighbours."""
+    tracks = []
+    for seed, back, carry in animals:
+        t, lon, lat = _with_trip()
+        if seed > 1:  # another animal, elsewhere, with its own trip
+            lon, lat = lon + seed, lat - seed / 2
+        start = max(t.size - back, 0)
+        tracks.append(Suffix(t, lon, lat, start, carry if start else None))
+    together = excursions_many(tracks, {})
+    for tr, got in zip(tracks, together, strict=True):
+        alone = excursions(tr.t_ms, tr.lon, tr.lat, tr.start, tr.carry, {})
+        for name in ("away", "judged", "exit", "back"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(alone, name), name)
+    if any(t.start < t.t_ms.size - 20 for t in tracks):  # (the trip is ~24 fixes back)
+        assert any(got.exit.size for got in together)
 
 
 # ------------------------------------------------------------------ immobility
@@ -579,6 +628,40 @@ def test_immobility_suffix_with_carry_equals_whole(r: int, jitter: float) -> Non
     assert part.start.tolist() == whole.start[whole.start >= r].tolist()
     assert part.end.tolist() == whole.end[whole.end >= r].tolist()
     assert isinstance(head.carry, ImmobilityCarry | None)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 30), st.floats(20, 160), st.integers(0, 3), st.sampled_from([0, 5])
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_immobility_of_many_animals_equals_one_by_one(
+    animals: list[tuple[int, float, int, int]],
+) -> None:
+    """All animals of a batch go through one `immobility_many` pass, laid end to end on
+    one time axis: no window may reach into another animal's fixes, and each must get
+    exactly what `immobility` gives it alone (carry included)."""
+    tracks = []
+    for r, jitter, shift_days, moving in animals:
+        # (moving 0: still from its first fix, where no window is covered for 48 h)
+        t, lon, lat = _dead_after(moving, 72.0, jitter_m=jitter)
+        t = t + shift_days * DAY_MS  # overlapping and disjoint times across animals
+        r = min(r, t.size)
+        head = immobility(t[:r], lon[:r], lat[:r])
+        tracks.append(Suffix(t, lon, lat, r, head.carry))
+    together = immobility_many(tracks)
+    for tr, got in zip(tracks, together, strict=True):
+        alone = immobility(tr.t_ms, tr.lon, tr.lat, tr.start, tr.carry)
+        for name in ("immobile", "active", "start", "end"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(alone, name), name)
+        assert got.carry == alone.carry
+    if any(r < 20 and j < 50 for r, j, _, _ in animals):  # (still until fix 20)
+        assert any(got.active.any() for got in together)
 
 
 # ------------------------------------------------------------------ silence

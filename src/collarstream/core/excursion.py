@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from collarstream.core.areas import membership
-from collarstream.core.homerange import Projector, equal_area_projection, kde_grid
+from collarstream.core.homerange import equal_area_laea, kde_grid
 from collarstream.core.homerange import isopleth_threshold as _isopleth_threshold
+from collarstream.core.laea import Laea, forward_many
+from collarstream.core.suffix import Suffix
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -57,7 +60,7 @@ HYSTERESIS_M = 500.0
 class ReferenceRange:
     """The LEVEL % KDE superlevel set of a reference period, on the KDE's grid."""
 
-    to_xy: Projector  # lon/lat -> the grid's equal-area metres
+    proj: Laea  # lon/lat -> the grid's equal-area metres
     x0: float
     y0: float
     cell: float
@@ -68,36 +71,65 @@ class ReferenceRange:
 
     def masks(self, lon: FloatArray, lat: FloatArray) -> tuple[BoolArray, BoolArray]:
         """Per fix: inside the range, and within hysteresis_m of an inside node."""
-        lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
-        if lon.size == 0:
-            return np.zeros(0, bool), np.zeros(0, bool)
-        x, y = self.to_xy(lon, lat)
-        ny, nx = self.density.shape
-        fx, fy = (np.asarray(x) - self.x0) / self.cell, (np.asarray(y) - self.y0) / self.cell
-        on = (fx >= 0) & (fx <= nx - 1) & (fy >= 0) & (fy <= ny - 1)
-        i0 = np.clip(np.floor(np.nan_to_num(fx)), 0, nx - 2).astype(np.int64)
-        j0 = np.clip(np.floor(np.nan_to_num(fy)), 0, ny - 2).astype(np.int64)
-        tx, ty = np.clip(fx - i0, 0, 1), np.clip(fy - j0, 0, 1)
-        g = self.density
-        at = (
-            g[j0, i0] * (1 - tx) * (1 - ty)
-            + g[j0, i0 + 1] * tx * (1 - ty)
-            + g[j0 + 1, i0] * (1 - tx) * ty
-            + g[j0 + 1, i0 + 1] * tx * ty
-        )
-        enter = on & (at >= self.level)
-        stay = enter.copy()
-        rest = ~enter & np.isfinite(fx) & np.isfinite(fy)
-        if rest.any():
-            # The nearest inside node of a point not inside is an edge node: one whose 8
-            # neighbours are all inside would be nearer by a step toward the point, unless
-            # the point is within half a cell of it, in a cell of inside corners, where the
-            # bilinear density is at least the level (so the point is inside).
-            dx = fx[rest][:, None] - self.edge[None, :, 0]
-            dy = fy[rest][:, None] - self.edge[None, :, 1]
-            nearest = np.sqrt((dx * dx + dy * dy).min(axis=1)) * self.cell
-            stay[rest] = nearest <= self.hysteresis_m
-        return enter, stay
+        lon = np.asarray(lon, np.float64)
+        return masks_many([self], [lon.size], lon, np.asarray(lat, np.float64))
+
+
+def masks_many(
+    refs: Sequence[ReferenceRange], counts: Sequence[int], lon: FloatArray, lat: FloatArray
+) -> tuple[BoolArray, BoolArray]:
+    """`ReferenceRange.masks` of consecutive runs of fixes, each against its own range
+    (the first counts[0] fixes against refs[0], ...): the arithmetic in one set of numpy
+    passes over all of them, only the grid lookups run by range. The reducer judges
+    every animal of a micro-batch in one call: per animal and call it cost ~90 µs, most
+    of it fixed costs, when a live animal brings one or two fixes."""
+    n = lon.size
+    if n == 0:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    x, y = forward_many([r.proj for r in refs], counts, lon, lat)
+    par = np.repeat(
+        [(r.x0, r.y0, r.cell, r.level, r.density.shape[1], r.density.shape[0]) for r in refs],
+        counts,
+        axis=0,
+    ).T
+    nx, ny = par[4], par[5]
+    fx, fy = (x - par[0]) / par[2], (y - par[1]) / par[2]
+    on = (fx >= 0) & (fx <= nx - 1) & (fy >= 0) & (fy <= ny - 1)
+    # Cell of each fix, clamped to the grid; fmin / fmax put NaN in a valid cell (its
+    # `on` is False and its density NaN, so it is never inside).
+    i0 = np.fmax(np.fmin(np.floor(fx), nx - 2), 0).astype(np.int64)
+    j0 = np.fmax(np.fmin(np.floor(fy), ny - 2), 0).astype(np.int64)
+    tx = np.minimum(np.maximum(fx - i0, 0.0), 1.0)
+    ty = np.minimum(np.maximum(fy - j0, 0.0), 1.0)
+    rows = np.stack([j0, j0, j0 + 1, j0 + 1])
+    cols = np.stack([i0, i0 + 1, i0, i0 + 1])
+    corner = np.empty((4, n))
+    ends = np.cumsum(counts)
+    for r, a, b in zip(refs, ends - counts, ends, strict=True):
+        corner[:, a:b] = r.density[rows[:, a:b], cols[:, a:b]]
+    at = (
+        corner[0] * (1 - tx) * (1 - ty)
+        + corner[1] * tx * (1 - ty)
+        + corner[2] * (1 - tx) * ty
+        + corner[3] * tx * ty
+    )
+    enter = on & (at >= par[3])
+    stay = enter.copy()
+    rest = ~enter & np.isfinite(fx) & np.isfinite(fy)
+    if rest.any():
+        # The nearest inside node of a point not inside is an edge node: one whose 8
+        # neighbours are all inside would be nearer by a step toward the point, unless
+        # the point is within half a cell of it, in a cell of inside corners, where the
+        # bilinear density is at least the level (so the point is inside).
+        for r, a, b in zip(refs, ends - counts, ends, strict=True):
+            far = a + np.flatnonzero(rest[a:b])
+            if far.size == 0:
+                continue
+            dx = fx[far][:, None] - r.edge[None, :, 0]
+            dy = fy[far][:, None] - r.edge[None, :, 1]
+            nearest = np.sqrt((dx * dx + dy * dy).min(axis=1)) * r.cell
+            stay[far] = nearest <= r.hysteresis_m
+    return enter, stay
 
 
 def edge_nodes(inside: BoolArray) -> IntArray:
@@ -117,9 +149,8 @@ def range_raster(
 ) -> ReferenceRange | None:
     """The level % KDE (reference bandwidth) of the fixes as a ReferenceRange; None when
     the fixes have no spread (no bandwidth exists)."""
-    to_xy, _ = equal_area_projection(lon, lat)
-    x, y = to_xy(lon, lat)
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    proj = equal_area_laea(lon, lat)
+    x, y = proj.forward(lon, lat)
     if np.ptp(x) == 0.0 and np.ptp(y) == 0.0:
         return None
     g = kde_grid(x, y, "ref", grid, exact=True)
@@ -131,7 +162,7 @@ def range_raster(
     if not inside.any():
         return None
     return ReferenceRange(
-        to_xy,
+        proj,
         float(g.xs[0]),
         float(g.ys[0]),
         cell,
@@ -222,22 +253,61 @@ def excursions(
     [start:] of the whole-track result. carry None: no prior fix (not away, and the
     can exit at its first judged fix), i.e. the same as carry False.
     """
-    t = np.asarray(t_ms, np.int64)
-    lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
-    n = t.size - start
-    home_set = np.zeros(n, dtype=bool)  # inside the range: sets "home"
-    home_keep = np.ones(n, dtype=bool)  # within the widened range (or unjudged): keeps it
-    judged = np.zeros(n, dtype=bool)
-    day = day_start_ms(t[start:], period_ms)
-    bounds = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]])) if n else []
-    for a, b in zip(bounds, [*list(bounds[1:]), n], strict=True):
-        fence = reference_range(t, lon, lat, int(day[a]), cache, days, min_fixes, hysteresis_m)
-        if fence is None:
+    track = Suffix(np.asarray(t_ms, np.int64), lon, lat, start, carry)
+    return excursions_many([track], cache, days, min_fixes, hysteresis_m, period_ms)[0]
+
+
+def excursions_many(
+    tracks: Sequence[Suffix[bool]],
+    cache: Cache | None = None,
+    days: int = REFERENCE_DAYS,
+    min_fixes: int = MIN_FIXES,
+    hysteresis_m: float = HYSTERESIS_M,
+    period_ms: int = DAY_MS,
+) -> list[Excursions]:
+    """`excursions` of many animals, the same results: every judged fix of every track
+    goes through one `masks_many` call."""
+    refs: list[ReferenceRange] = []
+    runs: list[tuple[int, int, int]] = []  # (track, a, b): rows [a:b] of the track's [start:]
+    lons, lats = [], []
+    for k, tr in enumerate(tracks):
+        day = day_start_ms(tr.t_ms[tr.start :], period_ms)
+        n = day.size
+        if n == 0:
             continue
-        enter, stay = fence.masks(lon[start + a : start + b], lat[start + a : start + b])
-        home_set[a:b], home_keep[a:b], judged[a:b] = enter, stay, True
-    # Unjudged fixes neither set nor reset (home_keep stays True there). Without a carry
-    # the animal is taken to be home: an excursion needs evidence, and the first judged
-    # fix that is far outside its reference range is one.
-    home, exits, backs = membership(home_set, home_keep, True if carry is None else not carry)
-    return Excursions(~home, judged, exits + start, backs + start)
+        bounds = np.flatnonzero(day[1:] != day[:-1]) + 1
+        for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), n], strict=True):
+            fence = reference_range(
+                tr.t_ms, tr.lon, tr.lat, int(day[a]), cache, days, min_fixes, hysteresis_m
+            )
+            if fence is None:
+                continue
+            refs.append(fence)
+            runs.append((k, a, b))
+            lons.append(tr.lon[tr.start + a : tr.start + b])
+            lats.append(tr.lat[tr.start + a : tr.start + b])
+    if refs:
+        counts = [b - a for _, a, b in runs]
+        lon = np.asarray(np.concatenate(lons), np.float64)
+        enter, stay = masks_many(refs, counts, lon, np.asarray(np.concatenate(lats), np.float64))
+    out = []
+    sets = [np.zeros(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]
+    keeps = [np.ones(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]
+    judged = [np.zeros(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]
+    at = 0
+    for k, a, b in runs:
+        sets[k][a:b], keeps[k][a:b], judged[k][a:b] = (
+            enter[at : at + b - a],
+            stay[at : at + b - a],
+            True,
+        )
+        at += b - a
+    for k, tr in enumerate(tracks):
+        # Unjudged fixes neither set nor reset (home_keep stays True there). Without a
+        # carry the animal is taken to be home: an excursion needs evidence, and the first
+        # judged fix that is far outside its reference range is one.
+        home, exits, backs = membership(
+            sets[k], keeps[k], True if tr.carry is None else not tr.carry
+        )
+        out.append(Excursions(~home, judged[k], exits + tr.start, backs + tr.start))
+    return out

@@ -86,6 +86,19 @@ def _snap_centre(deg: float) -> float:
     return round(round(deg / _CENTRE_STEP_DEG) * _CENTRE_STEP_DEG, 9)
 
 
+def equal_area_laea(lon: npt.ArrayLike, lat: npt.ArrayLike) -> Laea:
+    """The projection `equal_area_projection` uses for these fixes, as a `core.laea.Laea`
+    (for `core.laea.forward_many`)."""
+    lon_a, lat_a = _as_float_pair(lon, lat, "lon and lat")
+    ok = np.isfinite(lon_a) & np.isfinite(lat_a)
+    if not ok.any():
+        raise ValueError("need at least one finite fix to centre the projection")
+    if np.any(np.abs(lat_a[ok]) > 90.0):
+        raise ValueError("latitude outside [-90, 90]")
+    lon0, lat0 = _spherical_centre(lon_a[ok], lat_a[ok])
+    return Laea(_snap_centre(lon0), _snap_centre(lat0))
+
+
 def equal_area_projection(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[Projector, Projector]:
     """Lambert azimuthal equal-area projection centred on the fixes.
 
@@ -107,14 +120,7 @@ def equal_area_projection(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[Proje
     two pyproj Transformers cost ~8 ms, which in catch-ups (an excursion reference per
     animal per day, wherever the animal went) was ~8 % of the reducer's time.
     """
-    lon_a, lat_a = _as_float_pair(lon, lat, "lon and lat")
-    ok = np.isfinite(lon_a) & np.isfinite(lat_a)
-    if not ok.any():
-        raise ValueError("need at least one finite fix to centre the projection")
-    if np.any(np.abs(lat_a[ok]) > 90.0):
-        raise ValueError("latitude outside [-90, 90]")
-    lon0, lat0 = _spherical_centre(lon_a[ok], lat_a[ok])
-    proj = Laea(_snap_centre(lon0), _snap_centre(lat0))
+    proj = equal_area_laea(lon, lat)
 
     def forward(lon_in: npt.ArrayLike, lat_in: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         x, y = proj.forward(np.asarray(lon_in, np.float64), np.asarray(lat_in, np.float64))

@@ -36,12 +36,14 @@ Defaults (snow leopards, Persian leopard; GPS only, no activity sensor):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from collarstream.core.laea import A_M, FLATTENING
+from collarstream.core.suffix import Suffix
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -87,14 +89,30 @@ def immobile_fixes(
     a moving animal fails at lag 1 or 2.
     """
     t = np.asarray(t_ms, np.int64)
+    idx = np.arange(start, t.size)
+    return _immobile_rows(
+        t, lon, lat, idx, radius_m, min_duration_s, min_fixes, coverage_tolerance_s
+    )
+
+
+def _immobile_rows(
+    t: IntArray,
+    lon: FloatArray,
+    lat: FloatArray,
+    idx: IntArray,
+    radius_m: float,
+    min_duration_s: float,
+    min_fixes: int,
+    coverage_tolerance_s: float,
+) -> BoolArray:
+    """`immobile_fixes` of the fixes at `idx` (ascending)."""
     if min_fixes < 3:
         raise ValueError("min_fixes must be >= 3")
-    idx = np.arange(start, t.size)
     lo = np.searchsorted(t, t[idx] - round(min_duration_s * 1000), side="left")
     covered = t[lo] <= t[idx] - round((min_duration_s - coverage_tolerance_s) * 1000)
-    cand = idx[covered & (idx - lo + 1 >= min_fixes)]
-    lo_c = lo[covered & (idx - lo + 1 >= min_fixes)]
-    out = np.zeros(t.size - start, dtype=bool)
+    sel = np.flatnonzero(covered & (idx - lo + 1 >= min_fixes))
+    cand, lo_c = idx[sel], lo[sel]
+    out = np.zeros(idx.size, dtype=bool)
     if cand.size == 0:
         return out
     base = int(lo_c.min())  # positions of the fixes the windows reach, and no others
@@ -108,7 +126,7 @@ def immobile_fixes(
         ok[live[d > radius_m]] = False
         live = live[(d <= radius_m) & (j > lo_c[live])]
         lag += 1
-    out[cand[ok] - start] = True
+    out[sel[ok]] = True
     return out
 
 
@@ -152,10 +170,70 @@ def immobility(
     the result equals rows [start:] of the whole-track result. Loops over episodes, not
     fixes: each episode's end is found by a vectorized distance scan from its anchor.
     """
-    t = np.asarray(t_ms, np.int64)
-    imm = immobile_fixes(
-        t, lon, lat, radius_m, min_duration_s, min_fixes, coverage_tolerance_s, start
-    )
+    track = Suffix(np.asarray(t_ms, np.int64), lon, lat, start, carry)
+    return immobility_many(
+        [track], radius_m, release_m, min_duration_s, min_fixes, coverage_tolerance_s
+    )[0]
+
+
+def immobility_many(
+    tracks: Sequence[Suffix[ImmobilityCarry]],
+    radius_m: float = RADIUS_M,
+    release_m: float = RELEASE_M,
+    min_duration_s: float = MIN_DURATION_S,
+    min_fixes: int = MIN_FIXES,
+    coverage_tolerance_s: float = COVERAGE_TOLERANCE_S,
+) -> list[Immobility]:
+    """`immobility` of many animals, the same results. Which fixes are immobile is found
+    in one pass over all tracks, laid end to end on one time axis with gaps longer than
+    a window between them (so no window reaches into another track); the episode scan
+    runs only for tracks with an immobile fix or an open episode, which a moving animal
+    never has."""
+    if min_fixes < 3:
+        raise ValueError("min_fixes must be >= 3")
+    dur = round(min_duration_s * 1000)
+    ts, lons, lats, rows = [], [], [], []
+    at, base = 0, 0
+    for tr in tracks:
+        t = np.asarray(tr.t_ms, np.int64)
+        # Only the windows of fixes [start:] are read: from the first one's start on.
+        lo = int(np.searchsorted(t, t[tr.start] - dur)) if tr.start < t.size else t.size
+        part = t[lo:]
+        if part.size:
+            ts.append(part - part[0] + base)
+            base += int(part[-1] - part[0]) + dur + 1
+        lons.append(lon_part := np.asarray(tr.lon, np.float64)[lo:])
+        lats.append(np.asarray(tr.lat, np.float64)[lo:])
+        rows.append(np.arange(at + tr.start - lo, at + lon_part.size))
+        at += lon_part.size
+    if at:
+        imm_all = _immobile_rows(
+            np.concatenate(ts),
+            np.concatenate(lons),
+            np.concatenate(lats),
+            np.concatenate(rows),
+            radius_m,
+            min_duration_s,
+            min_fixes,
+            coverage_tolerance_s,
+        )
+    else:
+        imm_all = np.zeros(0, bool)
+    ends = np.cumsum([r.size for r in rows])
+    out = []
+    for tr, a, b in zip(tracks, ends - [r.size for r in rows], ends, strict=True):
+        imm = imm_all[a:b]
+        if tr.carry is None and not imm.any():
+            none = np.empty(0, np.int64)
+            out.append(Immobility(imm, np.zeros(imm.size, bool), none, none, none, None))
+        else:
+            out.append(_episodes(tr, imm, release_m))
+    return out
+
+
+def _episodes(tr: Suffix[ImmobilityCarry], imm: BoolArray, release_m: float) -> Immobility:
+    """Episodes from the immobile fixes of [start:] and the open one before them."""
+    t, lon, lat, start, carry = tr.t_ms, tr.lon, tr.lat, tr.start, tr.carry
     p = ecef(lon[start:], lat[start:])  # p[k - start] is fix k's
     n = t.size
     active = np.zeros(n - start, dtype=bool)

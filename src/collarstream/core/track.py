@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,7 @@ from collarstream.core.countries import CountryLayer, Crossings
 from collarstream.core.frozen import evolve
 from collarstream.core.geodesy import inverse
 from collarstream.core.steps import compute_steps, max_gap_seconds
+from collarstream.core.suffix import Suffix
 from collarstream.core.zones import UrbanFence, latch_levels
 from collarstream.timefmt import iso, iso_many
 
@@ -210,21 +211,33 @@ def advance_many(
     crossings; `core.fixfacts`) is found in one vectorized pass over all of them, not
     in one small call per animal per kind."""
     plans = [_plan(state, batch, ctx) for state, batch in items]
-    facts = _facts([p for p in plans if p is not None], ctx)
+    live = [p for p in plans if p is not None]
+    facts = _facts(live, ctx)
+    suffixes = _suffixes(live, ctx)
+    away = iter(_excursions(suffixes, ctx))
+    still = iter(_immobility(suffixes, ctx))
     out = []
     for (state, _), plan in zip(items, plans, strict=True):
         if plan is None:
             out.append((state, []))
             continue
-        merged, r, gi, profile = plan
-        merged, events = _recompute(merged, r, gi, ctx, profile, next(facts))
+        merged, r = plan.state, plan.r
+        merged, events = _recompute(plan, ctx, next(facts), next(away), next(still))
         events += _home_ranges(merged, int(merged.t_ms[r]), ctx.config)
         merged, events = _diff(merged, events, anchor_from=int(merged.t_ms[r]))
         out.append((_evict(merged, ctx.config), events))
     return out
 
 
-_Plan = tuple[TrackState, int, IntArray, quality.Profile]
+class _Plan(NamedTuple):
+    """A merged track and what of it to recompute: from fix r on, whose good fixes are
+    gi (the track's good fixes are `good`; gi is its tail)."""
+
+    state: TrackState
+    r: int
+    gi: IntArray
+    profile: quality.Profile
+    good: IntArray
 
 
 def _plan(state: TrackState, batch: FixBatch, ctx: Context) -> _Plan | None:
@@ -244,7 +257,7 @@ def _plan(state: TrackState, batch: FixBatch, ctx: Context) -> _Plan | None:
     k = int(np.searchsorted(good_idx, start)) - CONTEXT_FIXES
     r = int(good_idx[max(k, 0)]) if good_idx.size else start
     r = min(r, start)
-    return merged, r, good_idx[np.searchsorted(good_idx, r) :], profile
+    return _Plan(merged, r, good_idx[np.searchsorted(good_idx, r) :], profile, good_idx)
 
 
 @dataclass(frozen=True)
@@ -261,11 +274,11 @@ class _Facts:
 def _facts(plans: Sequence[_Plan], ctx: Context) -> Iterator[_Facts]:
     """The facts of every plan's recomputed good fixes and consecutive pairs, computed
     together, then handed out plan by plan in order."""
-    gis = [gi for _, _, gi, _ in plans]
+    gis = [p.gi for p in plans]
     pts = np.cumsum([0] + [gi.size for gi in gis])
     prs = np.cumsum([0] + [max(gi.size - 1, 0) for gi in gis])
-    lon = np.concatenate([s.lon[gi] for s, _, gi, _ in plans]) if plans else np.empty(0)
-    lat = np.concatenate([s.lat[gi] for s, _, gi, _ in plans]) if plans else np.empty(0)
+    lon = np.concatenate([p.state.lon[p.gi] for p in plans]) if plans else np.empty(0)
+    lat = np.concatenate([p.state.lat[p.gi] for p in plans]) if plans else np.empty(0)
     d = ctx.detectors
     points = fixfacts.point_facts(
         lon,
@@ -293,6 +306,66 @@ def _facts(plans: Sequence[_Plan], ctx: Context) -> Iterator[_Facts]:
             fixfacts.crossing_rows(pairs, a, b),
             (geo[0][a:b], geo[1][a:b], geo[2][a:b]),
         )
+
+
+def _suffixes(plans: Sequence[_Plan], ctx: Context) -> list[tuple[Suffix[Any], IntArray | None]]:
+    """Each plan's good fixes as the episode detectors take them (judged from its gi on),
+    with the episode state (`det` row) after the good fix before gi, if any."""
+    n_areas = len(ctx.areas) if ctx.areas else 0
+    out = []
+    for s, _, gi, _, good in plans:
+        start = good.size - gi.size
+        row = s.dets(n_areas)[good[start - 1]] if start else None
+        out.append((Suffix(s.t_ms[good], s.lon[good], s.lat[good], start), row))
+    return out
+
+
+def _excursions(
+    suffixes: Sequence[tuple[Suffix[Any], IntArray | None]], ctx: Context
+) -> list[excursion_mod.Excursions | None]:
+    """Excursion state of every plan's recomputed good fixes (`_episode_events`), all
+    animals judged together (`core.excursion.excursions_many`); None when switched off."""
+    d = ctx.detectors
+    if not d.excursions:
+        return [None] * len(suffixes)
+    tracks = [evolve(g, carry=None if row is None else bool(row[DET_AWAY])) for g, row in suffixes]
+    out = excursion_mod.excursions_many(
+        tracks,
+        _EXCURSION_CACHE,
+        days=d.excursion_reference_days,
+        period_ms=d.excursion_period_days * 86_400_000,
+    )
+    if len(_EXCURSION_CACHE) > 4096:
+        _EXCURSION_CACHE.clear()
+    return list(out)
+
+
+# Immobility of a plan's recomputed fixes and the episode open before them.
+_Still = tuple[immobility_mod.ImmobilityCarry | None, immobility_mod.Immobility]
+
+
+def _immobility(
+    suffixes: Sequence[tuple[Suffix[Any], IntArray | None]], ctx: Context
+) -> list[_Still | None]:
+    """Immobility of every plan's recomputed good fixes (`_episode_events`), all animals
+    judged together (`core.immobility.immobility_many`); None when switched off."""
+    d = ctx.detectors
+    if not d.immobility:
+        return [None] * len(suffixes)
+    tracks = []
+    for g, row in suffixes:
+        since = -1 if row is None else int(row[DET_IMMOBILE_SINCE])
+        carry = None
+        if since >= 0:
+            # The open episode's anchor is a good fix before the recomputed range.
+            k = int(np.searchsorted(g.t_ms[: g.start], since))
+            if k < g.start and g.t_ms[k] == since:
+                carry = immobility_mod.ImmobilityCarry(since, float(g.lon[k]), float(g.lat[k]))
+        tracks.append(evolve(g, carry=carry))
+    out = immobility_mod.immobility_many(
+        tracks, d.immobile_radius_m, d.immobile_release_m, d.immobile_hours * 3600.0
+    )
+    return [(tr.carry, im) for tr, im in zip(tracks, out, strict=True)]
 
 
 def _flags(s: TrackState, first_new: int, profile: quality.Profile) -> npt.NDArray[np.uint16]:
@@ -435,18 +508,24 @@ def row_keys(a: TrackState | FixBatch, idx: IntArray) -> list[tuple[Any, ...]]:
 
 
 def _recompute(
-    s: TrackState, r: int, gi: IntArray, ctx: Context, profile: quality.Profile, facts: _Facts
+    plan: _Plan,
+    ctx: Context,
+    facts: _Facts,
+    away: excursion_mod.Excursions | None,
+    still: _Still | None,
 ) -> tuple[TrackState, list[Event]]:
-    """Steps, crossings and zone episodes of the track from fix r on (`gi`: the good
-    fixes from r on; `facts`: theirs)."""
+    """Steps, crossings and zone episodes of the track from fix r on (the plan's `gi`:
+    the good fixes from r on; `facts`, `away` (excursions) and `still` (immobility):
+    theirs)."""
+    s, gi, profile = plan.state, plan.gi, plan.profile
     good = np.zeros(s.flags.size, bool)
     good[gi] = True
     zone, burst, arrival = s.zone.copy(), s.burst_ms.copy(), s.arrival_deg.copy()
     if gi.size == 0:
         return evolve(s, zone=zone), []
-    prior = np.flatnonzero(s.flags[:r] == 0)
+    prior = plan.good[: plan.good.size - gi.size]
     max_gap = max_gap_seconds(
-        s.t_ms[s.flags == 0], profile.fix_interval_s, profile.burst_gap_intervals
+        s.t_ms[plan.good], profile.fix_interval_s, profile.burst_gap_intervals
     )
     first = gi[0]
     continues = _has_burst(s, first, prior, max_gap)
@@ -482,7 +561,7 @@ def _recompute(
         prev_t = int(s.t_ms[prior[-1]]) if prior.size else None
         events += _zone_events(s, fence, gi, levels, carry, prev_t)
     det = s.dets(len(ctx.areas) if ctx.areas else 0).copy()
-    events += _episode_events(s, gi, prior, steps, ctx, det, pf)
+    events += _episode_events(s, gi, prior, steps, ctx, det, pf, away, still)
     if profile.fix_interval_s is not None:
         events += _silence_events(s, gi, prior, profile.fix_interval_s, ctx.detectors)
     return evolve(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
@@ -755,6 +834,8 @@ def _episode_events(
     ctx: Context,
     det: Any,
     pf: fixfacts.PointFacts,
+    ex: excursion_mod.Excursions | None,
+    still: _Still | None,
 ) -> list[Event]:
     """Border approach, protected-area, excursion and immobility episodes of good fixes
     `gi`, carried on from the good fix before them (`det` holds the per-fix state and
@@ -838,22 +919,8 @@ def _episode_events(
                     (fence.id, transition),
                     {"fence-id": fence.id, "fence-name": fence.name, "transition": transition},
                 )
-    good = np.concatenate([prior, gi])
-    start = prior.size
-    tg, long_, latg = s.t_ms[good], s.lon[good], s.lat[good]
-    if d.excursions:
-        ex = excursion_mod.excursions(
-            tg,
-            long_,
-            latg,
-            start,
-            None if last is None else bool(det[last, DET_AWAY]),
-            _EXCURSION_CACHE,
-            days=d.excursion_reference_days,
-            period_ms=d.excursion_period_days * 86_400_000,
-        )
-        if len(_EXCURSION_CACHE) > 4096:
-            _EXCURSION_CACHE.clear()
+    start = prior.size  # ex and im index the good fixes, prior then gi
+    if ex is not None:
         det[gi, DET_AWAY] = ex.away
         for idx, transition in ((ex.exit, "exit"), (ex.back, "return")):
             for g in idx.tolist():
@@ -868,27 +935,13 @@ def _episode_events(
                         "reference-days": d.excursion_reference_days,
                     },
                 )
-    if d.immobility:
+    if still is not None:
+        carry_i, im = still
         since = int(det[last, DET_IMMOBILE_SINCE]) if last is not None else -1
-        carry_i = None
-        if since >= 0:
-            k = int(np.searchsorted(tg[:start], since))
-            if k < start and tg[k] == since:
-                carry_i = immobility_mod.ImmobilityCarry(since, float(long_[k]), float(latg[k]))
-        im = immobility_mod.immobility(
-            tg,
-            long_,
-            latg,
-            start,
-            carry_i,
-            d.immobile_radius_m,
-            d.immobile_release_m,
-            d.immobile_hours * 3600.0,
-        )
         # Per fix: the open episode's anchor time, -1 when none.
         anchor = np.full(gi.size, -1, np.int64)
         opened = np.full(gi.size, -1, np.int64)
-        opened[im.start - start] = tg[im.start]
+        opened[im.start - start] = s.t_ms[gi[im.start - start]]
         if carry_i is not None:
             opened[0] = max(opened[0], carry_i.anchor_ms)
         opened = np.maximum.accumulate(opened)
@@ -905,7 +958,7 @@ def _episode_events(
                     "transition": "start",
                     "radius_m": d.immobile_radius_m,
                     "duration_h": hours,
-                    "since-timestamp": iso(int(tg[g]) - int(hours * 3_600_000)),
+                    "since-timestamp": iso(int(s.t_ms[gi[g - start]]) - int(hours * 3_600_000)),
                     "reason": "possible mortality or a dropped collar: all fixes within "
                     f"{d.immobile_radius_m:g} m for {hours:g} h",
                 },
