@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from collarstream.core import quality, silence
 from collarstream.core.countries import CountryLayer, bow_deg
 from collarstream.core.geodesy import densify, forward, inverse
-from collarstream.core.steps import compute_steps, max_gap_seconds, wrap180
+from collarstream.core.steps import (
+    STEP_COLUMNS,
+    compute_steps,
+    compute_steps_many,
+    max_gap_seconds,
+    wrap180,
+)
 from collarstream.core.track import (
     Context,
     FixBatch,
@@ -155,13 +161,20 @@ def test_densify_start_points_exact() -> None:
 
 
 def _reference_steps(
-    t_ms: np.ndarray, lon: np.ndarray, lat: np.ndarray, good: np.ndarray, max_gap_s: float
+    t_ms: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    good: np.ndarray,
+    max_gap_s: float,
+    prior_arrival: float = math.nan,
+    prior_burst: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One geographiclib call per row, the way an analyst would write it."""
+    """One geographiclib call per row, the way an analyst would write it (`prior_*`: the
+    step before the first fix, its arrival direction and burst)."""
     out: list[dict[str, Any]] = []
     idx = [i for i in range(t_ms.size) if good[i]]
-    burst = t_ms[idx[0]] if idx else 0
-    prev: dict[str, Any] | None = None
+    burst = prior_burst if prior_burst is not None else t_ms[idx[0]] if idx else 0
+    prev: dict[str, Any] | None = {"arrival": prior_arrival}
     for a, b in itertools.pairwise(idx):
         dt = (t_ms[b] - t_ms[a]) / 1000.0
         if dt > max_gap_s:
@@ -217,7 +230,10 @@ def test_steps_match_per_row_geographiclib(track: tuple[np.ndarray, ...]) -> Non
     t, lon, lat, good = track
     max_gap = 3 * 4 * 3600.0
     got = compute_steps(t, lon, lat, good, max_gap)
-    ref = _reference_steps(t, lon, lat, good, max_gap)
+    _assert_like_reference(got, _reference_steps(t, lon, lat, good, max_gap))
+
+
+def _assert_like_reference(got: Any, ref: list[dict[str, Any]]) -> None:
     assert len(got) == len(ref)
     for j, r in enumerate(ref):
         assert (got.i0[j], got.i1[j]) == (r["i0"], r["i1"])
@@ -236,6 +252,51 @@ def test_steps_match_per_row_geographiclib(track: tuple[np.ndarray, ...]) -> Non
                 assert _angle_diff(ours, r[key]) < 1e-6, (key, j)
         if not math.isnan(got.turn_deg[j]):
             assert -180.0 < got.turn_deg[j] <= 180.0
+
+
+@given(
+    st.lists(
+        st.tuples(tracks(), st.one_of(st.just(math.nan), st.floats(0, 360)), st.booleans()),
+        max_size=5,
+    ),
+    st.floats(3600.0, 4 * 86400.0),
+)
+@settings(max_examples=150, deadline=None)
+def test_steps_of_many_tracks_equal_each_tracks_own(
+    rows: list[tuple[tuple[np.ndarray, ...], float, bool]], max_gap: float
+) -> None:
+    """The reducer computes every animal's steps in one compute_steps_many pass, tracks
+    laid end to end: no step may join two tracks, and each track's steps (carried
+    arrival and burst included) must be bit for bit its own compute_steps."""
+    t_all, sizes, gaps, arrivals, bursts, pairs, want = [], [], [], [], [], [], []
+    for k, ((t, lon, lat, good), arrival, carries) in enumerate(rows):
+        idx = np.flatnonzero(good)
+        gap = max_gap * (k + 1)  # each track its own
+        burst = int(T0) - 3_600_000 * k if carries else None
+        want.append(compute_steps(t, lon, lat, good, gap, arrival, burst))
+        _assert_like_reference(want[-1], _reference_steps(t, lon, lat, good, gap, arrival, burst))
+        t_all.append(t[idx])
+        sizes.append(idx.size)
+        gaps.append(gap)
+        arrivals.append(arrival)
+        bursts.append(burst if burst is not None else (int(t[idx[0]]) if idx.size else 0))
+        pairs.append(inverse(lon[idx[:-1]], lat[idx[:-1]], lon[idx[1:]], lat[idx[1:]]))
+    t_cat = np.concatenate(t_all) if rows else np.empty(0, np.int64)
+    pair_cat = tuple(
+        np.concatenate([p[c] for p in pairs]) if rows else np.empty(0) for c in range(3)
+    )
+    got = compute_steps_many(t_cat, sizes, gaps, pair_cat, arrivals, bursts)
+    ends = np.cumsum(sizes, dtype=np.int64)
+    for (_, _, _, good), w, a, b in zip(
+        (r[0] for r in rows), want, ends - sizes, ends, strict=True
+    ):
+        mine = (got.i0 >= a) & (got.i0 < b)
+        idx = np.flatnonzero(good)
+        np.testing.assert_array_equal(idx[got.i0[mine] - a], w.i0)
+        np.testing.assert_array_equal(idx[got.i1[mine] - a], w.i1)
+        for name in STEP_COLUMNS:
+            np.testing.assert_array_equal(getattr(got, name)[mine], getattr(w, name), name)
+    assert np.all(got.i1 <= np.repeat(ends, sizes)[got.i0] - 1)  # never across tracks
 
 
 @given(tracks())

@@ -30,7 +30,7 @@ from collarstream.core.areas import ProtectedAreas
 from collarstream.core.countries import CountryLayer, Crossings
 from collarstream.core.frozen import evolve
 from collarstream.core.geodesy import inverse
-from collarstream.core.steps import compute_steps, max_gap_seconds
+from collarstream.core.steps import STEP_COLUMNS, Steps, compute_steps_many, max_gap_seconds
 from collarstream.core.suffix import Suffix
 from collarstream.core.zones import UrbanFence, latch_levels
 from collarstream.timefmt import iso, iso_many
@@ -212,17 +212,19 @@ def advance_many(
     in one small call per animal per kind."""
     plans = [_plan(state, batch, ctx) for state, batch in items]
     live = [p for p in plans if p is not None]
-    facts = _facts(live, ctx)
+    facts = list(_facts(live, ctx))
+    steps = iter(_steps(live, facts))
     suffixes = _suffixes(live, ctx)
     away = iter(_excursions(suffixes, ctx))
     still = iter(_immobility(suffixes, ctx))
     out = []
+    facts_of = iter(facts)
     for (state, _), plan in zip(items, plans, strict=True):
         if plan is None:
             out.append((state, []))
             continue
         merged, r = plan.state, plan.r
-        merged, events = _recompute(plan, ctx, next(facts), next(away), next(still))
+        merged, events = _recompute(plan, ctx, next(facts_of), next(steps), next(away), next(still))
         events += _home_ranges(merged, int(merged.t_ms[r]), ctx.config)
         merged, events = _diff(merged, events, anchor_from=int(merged.t_ms[r]))
         out.append((_evict(merged, ctx.config), events))
@@ -511,34 +513,20 @@ def _recompute(
     plan: _Plan,
     ctx: Context,
     facts: _Facts,
+    moves: tuple[Steps, bool],
     away: excursion_mod.Excursions | None,
     still: _Still | None,
 ) -> tuple[TrackState, list[Event]]:
     """Steps, crossings and zone episodes of the track from fix r on (the plan's `gi`:
-    the good fixes from r on; `facts`, `away` (excursions) and `still` (immobility):
-    theirs)."""
+    the good fixes from r on; `facts`, `moves` (its steps, and whether its first fix
+    continues a burst), `away` (excursions) and `still` (immobility): theirs)."""
     s, gi, profile = plan.state, plan.gi, plan.profile
-    good = np.zeros(s.flags.size, bool)
-    good[gi] = True
     zone, burst, arrival = s.zone.copy(), s.burst_ms.copy(), s.arrival_deg.copy()
     if gi.size == 0:
         return evolve(s, zone=zone), []
     prior = plan.good[: plan.good.size - gi.size]
-    max_gap = max_gap_seconds(
-        s.t_ms[plan.good], profile.fix_interval_s, profile.burst_gap_intervals
-    )
     first = gi[0]
-    continues = _has_burst(s, first, prior, max_gap)
-    steps = compute_steps(
-        s.t_ms,
-        s.lon,
-        s.lat,
-        good,
-        max_gap,
-        prior_arrival_deg=float(arrival[first]) if continues else np.nan,
-        prior_burst_start_ms=int(burst[first]) if continues else None,
-        pair_inverse=facts.pair_inverse,
-    )
+    steps, continues = moves
     arrival[gi[1:]] = np.nan
     if not continues:
         arrival[first] = np.nan
@@ -565,6 +553,39 @@ def _recompute(
     if profile.fix_interval_s is not None:
         events += _silence_events(s, gi, prior, profile.fix_interval_s, ctx.detectors)
     return evolve(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
+
+
+def _steps(plans: Sequence[_Plan], facts: Sequence[_Facts]) -> list[tuple[Steps, bool]]:
+    """Steps of every plan's recomputed good fixes (`core.steps.compute_steps_many`, all
+    animals in one pass), in track indices, and whether the first continues a burst."""
+    if not plans:
+        return []
+    sizes, gaps, arrivals, bursts, conts = [], [], [], [], []
+    for p in plans:
+        s, gi, profile = p.state, p.gi, p.profile
+        max_gap = max_gap_seconds(
+            s.t_ms[p.good], profile.fix_interval_s, profile.burst_gap_intervals
+        )
+        cont = bool(gi.size) and _has_burst(s, gi[0], p.good[: p.good.size - gi.size], max_gap)
+        sizes.append(gi.size)
+        gaps.append(max_gap)
+        # A track that does not continue a burst starts one at its first fix.
+        arrivals.append(float(s.arrival_deg[gi[0]]) if cont else np.nan)
+        bursts.append(int(s.burst_ms[gi[0]] if cont else s.t_ms[gi[0]]) if gi.size else 0)
+        conts.append(cont)
+    pairs = tuple(np.concatenate([f.pair_inverse[k] for f in facts]) for k in range(3))
+    t = np.concatenate([p.state.t_ms[p.gi] for p in plans])
+    st = compute_steps_many(t, sizes, gaps, pairs, arrivals, bursts)  # type: ignore[arg-type]
+    ends = np.cumsum(sizes, dtype=np.int64)
+    starts = ends - sizes
+    lo, hi = np.searchsorted(st.i0, starts).tolist(), np.searchsorted(st.i0, ends).tolist()
+    out = []
+    for k, p in enumerate(plans):
+        rows, at = slice(lo[k], hi[k]), int(starts[k])
+        columns = (getattr(st, name)[rows] for name in STEP_COLUMNS)
+        own = Steps(p.gi[st.i0[rows] - at], p.gi[st.i1[rows] - at], *columns)
+        out.append((own, conts[k]))
+    return out
 
 
 def _has_burst(s: TrackState, first: int, prior: IntArray, max_gap: float) -> bool:
