@@ -6,6 +6,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,17 @@ def test_wire_form_read_by_position_as_by_the_general_parser(
             return str(exc)
 
     assert outcome(parse_timestamp) == outcome(timefmt._parse_general)
+
+
+@given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))
+def test_format_is_what_a_datetime_says(ms: int) -> None:
+    """Formatting memoizes each day's date and does the time of day in integers: it must
+    say what the datetime of that instant says, before 1970 and before year 1000 too."""
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    clock = f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond // 1000:03d}"
+    date = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"
+    assert format_timestamp(ms) == f"{date}T{clock}Z"
+    assert format_movebank_timestamp(ms) == f"{date} {clock}"
 
 
 @given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))

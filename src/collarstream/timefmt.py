@@ -99,12 +99,26 @@ def _datetime_from_ms(ms: int) -> datetime:
 
 
 def _format(ms: int, sep: str, suffix: str) -> str:
-    dt = _datetime_from_ms(ms)
-    # Explicit widths: strftime's %Y does not zero-pad years before 1000 on glibc.
+    # The date of each day memoized, the time of day by integer arithmetic: ~1 µs
+    # instead of ~3 through a datetime (the reducer formats about one per fix).
+    day, rest = divmod(int(ms), 86_400_000)
+    minutes, millis = divmod(rest, 60_000)
+    try:
+        date = _date_text(day)
+    except ValueError:
+        raise ValueError(f"timestamp {ms} ms is outside the years 1..9999") from None
     return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}{sep}{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond // 1000:03d}{suffix}"
+        f"{date}{sep}{minutes // 60:02d}:{minutes % 60:02d}:"
+        f"{millis // 1000:02d}.{millis % 1000:03d}{suffix}"
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_text(day: int) -> str:
+    """yyyy-MM-dd of a day counted from 1970-01-01 (ValueError outside years 1..9999)."""
+    dt = _datetime_from_ms(day * 86_400_000)
+    # Explicit widths: strftime's %Y does not zero-pad years before 1000 on glibc.
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"
 
 
 def format_timestamp(ms: int) -> str:
