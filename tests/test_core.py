@@ -7,8 +7,10 @@ import csv
 import itertools
 import json
 import math
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import orjson
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from collarstream.core import quality, silence
+from collarstream.core import track as track_mod
 from collarstream.core.countries import CountryLayer, bow_deg
 from collarstream.core.geodesy import densify, forward, inverse
 from collarstream.core.steps import (
@@ -943,6 +946,48 @@ def test_advancing_animals_together_equals_one_by_one(
         for name in ("t_ms", "flags", "zone", "burst_ms", "det"):
             np.testing.assert_array_equal(getattr(a, name), getattr(t, name), name)
         np.testing.assert_array_equal(a.arrival_deg, t.arrival_deg)
+
+
+@given(tracks=st.lists(messy_tracks(), min_size=1, max_size=3), data=st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_gap_screen_never_hides_a_silence(
+    tracks: list[list[tuple[float, ...]]], data: st.DataObject
+) -> None:
+    """The reducer asks `_silence_events` only about animals whose recomputed fixes hold
+    a gap (`_gap_screen`, all animals of a call in one pass). Fixes uploaded late (so
+    the live timer would have fired, and the track withdraws it) and gaps, several
+    animals, in random batches: the events must be those of asking about every animal."""
+    late = st.sampled_from([120_000, 13 * 3_600_000, 30 * 3_600_000])
+    rounds = data.draw(st.integers(1, 3))
+    per_round: list[list[FixBatch]] = [[] for _ in range(rounds)]
+    for track in tracks:
+        delay = data.draw(st.lists(late, min_size=len(track), max_size=len(track)))
+        cuts = sorted(
+            data.draw(
+                st.lists(st.integers(0, len(track)), min_size=rounds - 1, max_size=rounds - 1)
+            )
+        )
+        for r, (a, b) in enumerate(itertools.pairwise([0, *cuts, len(track)])):
+            batch = _batch(track[a:b])
+            received = batch.t_ms + np.asarray(delay[a:b], np.int64)
+            per_round[r].append(dataclass_replace(batch, received_ms=received))
+    names = [f"leo-{k}" for k in range(len(tracks))]
+    screened = {n: TrackState.new(n, len(ALMATY)) for n in names}
+    asked = dict(screened)
+    every = mock.patch.object(track_mod, "_gap_screen", lambda plans, ctx: [True] * len(plans))
+    for batches in per_round:
+        got = advance_many(
+            [(screened[n], b) for n, b in zip(names, batches, strict=True)], FULL_CTX
+        )
+        with every:
+            want = advance_many(
+                [(asked[n], b) for n, b in zip(names, batches, strict=True)], FULL_CTX
+            )
+        for n, (state, events), (state_all, events_all) in zip(names, got, want, strict=True):
+            assert _json(events) == _json(events_all)
+            screened[n], asked[n] = state, state_all
+            for e in events:
+                event(f"emitted {e.get('kind', e['type'])}")
 
 
 def _json(events: list[dict[str, Any]]) -> bytes:

@@ -208,23 +208,19 @@ def advance_many(
 ) -> list[tuple[TrackState, list[Event]]]:
     """`advance` for many animals (one item each), with the same results: what the
     context says about each recomputed fix and step (country, border, zones, areas,
-    crossings; `core.fixfacts`) is found in one vectorized pass over all of them, not
-    in one small call per animal per kind."""
+    crossings; `core.fixfacts`), the steps, excursions, immobility and silence gaps
+    are found in one vectorized pass each over all of them (`_find`), not in one small
+    call per animal per kind: a live animal brings one or two fixes a call, and numpy's
+    fixed cost per call would be most of the work."""
     plans = [_plan(state, batch, ctx) for state, batch in items]
-    live = [p for p in plans if p is not None]
-    facts = list(_facts(live, ctx))
-    steps = iter(_steps(live, facts))
-    suffixes = _suffixes(live, ctx)
-    away = iter(_excursions(suffixes, ctx))
-    still = iter(_immobility(suffixes, ctx))
+    found = iter(_find([p for p in plans if p is not None], ctx))
     out = []
-    facts_of = iter(facts)
     for (state, _), plan in zip(items, plans, strict=True):
         if plan is None:
             out.append((state, []))
             continue
         merged, r = plan.state, plan.r
-        merged, events = _recompute(plan, ctx, next(facts_of), next(steps), next(away), next(still))
+        merged, events = _recompute(plan, ctx, next(found))
         events += _home_ranges(merged, int(merged.t_ms[r]), ctx.config)
         merged, events = _diff(merged, events, anchor_from=int(merged.t_ms[r]))
         out.append((_evict(merged, ctx.config), events))
@@ -308,6 +304,66 @@ def _facts(plans: Sequence[_Plan], ctx: Context) -> Iterator[_Facts]:
             fixfacts.crossing_rows(pairs, a, b),
             (geo[0][a:b], geo[1][a:b], geo[2][a:b]),
         )
+
+
+class _Found(NamedTuple):
+    """What the batch passes found about one plan's recomputed good fixes."""
+
+    facts: _Facts
+    steps: Steps
+    continues: bool  # the first fix continues the burst of the good fix before it
+    away: excursion_mod.Excursions | None
+    still: _Still | None
+    gaps: bool  # a gap a silence or a withdrawn timer silence may hold (`_gap_screen`)
+
+
+def _find(plans: Sequence[_Plan], ctx: Context) -> list[_Found]:
+    facts = list(_facts(plans, ctx))
+    suffixes = _suffixes(plans, ctx)
+    return [
+        _Found(f, st, cont, away, still, gaps)
+        for f, (st, cont), away, still, gaps in zip(
+            facts,
+            _steps(plans, facts),
+            _excursions(suffixes, ctx),
+            _immobility(suffixes, ctx),
+            _gap_screen(plans, ctx),
+            strict=True,
+        )
+    ]
+
+
+def _gap_screen(plans: Sequence[_Plan], ctx: Context) -> list[bool]:
+    """Per plan: whether `_silence_events` can have anything to say, screened for all
+    plans at once. It speaks of a pair of consecutive good fixes (from the one before
+    gi on) farther apart than the silence limit, or closer, but with every later fix
+    received after the timer would have fired (`_unsupported_timer_silences`): the same
+    two conditions, here in one pass. Plans without a schedule have no silences."""
+    periods = ctx.detectors.silent_periods
+    t_parts, rec_parts, sizes, limits = [], [], [], []
+    for p in plans:
+        seq = p.good[max(p.good.size - p.gi.size - 1, 0) :]
+        if p.profile.fix_interval_s is None or seq.size < 2:
+            seq = seq[:0]
+        t_parts.append(p.state.t_ms[seq])
+        rec_parts.append(p.state.received_ms[seq])
+        sizes.append(seq.size)
+        limits.append(int(silence_mod.limit_ms(p.profile.fix_interval_s or 0.0, periods)))
+    if not any(sizes):
+        return [False] * len(plans)
+    t, rec = np.concatenate(t_parts), np.concatenate(rec_parts)
+    size = np.asarray(sizes, np.int64)
+    seg = np.repeat(np.arange(size.size), size)
+    # Earliest receipt among each fix and those after it in its own plan: lifting each
+    # later plan by more than any span of receipts keeps them out of the minimum.
+    lift = seg * (1 << 45)
+    after = np.minimum.accumulate((rec + lift)[::-1])[::-1] - lift
+    pair = np.flatnonzero(np.diff(seg) == 0)  # (k, k + 1) within one plan
+    limit = np.repeat(np.asarray(limits, np.int64), size)[pair]
+    hit = (t[pair + 1] - t[pair] > limit) | (after[pair + 1] > t[pair] + limit)
+    flagged = np.zeros(size.size, bool)
+    flagged[seg[pair[hit]]] = True
+    return flagged.tolist()
 
 
 def _suffixes(plans: Sequence[_Plan], ctx: Context) -> list[tuple[Suffix[Any], IntArray | None]]:
@@ -509,24 +565,16 @@ def row_keys(a: TrackState | FixBatch, idx: IntArray) -> list[tuple[Any, ...]]:
     return list(zip(*cols, strict=True))
 
 
-def _recompute(
-    plan: _Plan,
-    ctx: Context,
-    facts: _Facts,
-    moves: tuple[Steps, bool],
-    away: excursion_mod.Excursions | None,
-    still: _Still | None,
-) -> tuple[TrackState, list[Event]]:
+def _recompute(plan: _Plan, ctx: Context, found: _Found) -> tuple[TrackState, list[Event]]:
     """Steps, crossings and zone episodes of the track from fix r on (the plan's `gi`:
-    the good fixes from r on; `facts`, `moves` (its steps, and whether its first fix
-    continues a burst), `away` (excursions) and `still` (immobility): theirs)."""
+    the good fixes from r on; `found`: what the batch passes found about them)."""
     s, gi, profile = plan.state, plan.gi, plan.profile
     zone, burst, arrival = s.zone.copy(), s.burst_ms.copy(), s.arrival_deg.copy()
     if gi.size == 0:
         return evolve(s, zone=zone), []
     prior = plan.good[: plan.good.size - gi.size]
     first = gi[0]
-    steps, continues = moves
+    facts, steps, continues = found.facts, found.steps, found.continues
     arrival[gi[1:]] = np.nan
     if not continues:
         arrival[first] = np.nan
@@ -549,8 +597,8 @@ def _recompute(
         prev_t = int(s.t_ms[prior[-1]]) if prior.size else None
         events += _zone_events(s, fence, gi, levels, carry, prev_t)
     det = s.dets(len(ctx.areas) if ctx.areas else 0).copy()
-    events += _episode_events(s, gi, prior, steps, ctx, det, pf, away, still)
-    if profile.fix_interval_s is not None:
+    events += _episode_events(s, gi, prior, steps, ctx, det, pf, found.away, found.still)
+    if profile.fix_interval_s is not None and found.gaps:
         events += _silence_events(s, gi, prior, profile.fix_interval_s, ctx.detectors)
     return evolve(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
 
