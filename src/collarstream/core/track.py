@@ -469,23 +469,32 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
     if idx.size == 0:
         return state, None
     n_old, n_f = state.t_ms.size, state.zone.shape[1]
-    t_new = b.t_ms[idx]
+    every = idx.size == b.t_ms.size  # (then idx is arange: the batch's own columns)
     new = {
-        "t_ms": t_new,
-        "lon": b.lon[idx],
-        "lat": b.lat[idx],
-        "hdop": b.hdop[idx],
-        "sats": b.sats[idx],
-        "received_ms": b.received_ms[idx],
+        name: col if every else col[idx]
+        for name, col in (
+            ("t_ms", b.t_ms),
+            ("lon", b.lon),
+            ("lat", b.lat),
+            ("hdop", b.hdop),
+            ("sats", b.sats),
+            ("received_ms", b.received_ms),
+        )
     }
-    ftype_new = b.fix_types()[idx]
+    t_new = new["t_ms"]
     if n_old == 0 or int(t_new.min()) > int(state.t_ms[-1]):
         # The live case: every new fix is later than the track. The old rows keep their
         # order and the new ones sort among themselves, as the full sort would put them.
-        sub = _content_order(new["t_ms"], new["lon"], new["lat"], new["hdop"], new["sats"])
+        if _in_order(t_new):
 
-        def put(old: np.ndarray, add: np.ndarray) -> np.ndarray:
-            return np.concatenate([old, add[sub]])
+            def put(old: np.ndarray, add: np.ndarray) -> np.ndarray:
+                return np.concatenate([old, add])
+
+        else:
+            sub = _content_order(t_new, new["lon"], new["lat"], new["hdop"], new["sats"])
+
+            def put(old: np.ndarray, add: np.ndarray) -> np.ndarray:
+                return np.concatenate([old, add[sub]])
 
         first_new = n_old
     else:
@@ -501,7 +510,14 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
 
         first_new = int(np.flatnonzero(order >= n_old)[0])
     k = idx.size
-    ftype = put(state.fix_types(), ftype_new)
+    # A track without fix types (all unknown) keeps None until a fix brings one.
+    ftype_new = None if b.fix_type is None else b.fix_types()[idx]
+    if state.fix_type is None and (ftype_new is None or np.isnan(ftype_new).all()):
+        ftype = None
+    else:
+        ftype_new = np.full(k, np.nan) if ftype_new is None else ftype_new
+        ftype = put(state.fix_types(), ftype_new)
+        ftype = None if np.isnan(ftype).all() else ftype  # (eviction can leave all NaN)
     merged = TrackState(
         animal=state.animal,
         tag=b.tag or state.tag,
@@ -511,7 +527,7 @@ def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
         burst_ms=put(state.burst_ms, np.zeros(k, np.int64)),
         arrival_deg=put(state.arrival_deg, np.full(k, np.nan)),
         emitted=state.emitted,
-        fix_type=None if np.isnan(ftype).all() else ftype,
+        fix_type=ftype,
         det=None if state.det is None else put(state.det, new_dets(k, state.det.shape[1])),
     )
     return merged, first_new
@@ -521,7 +537,7 @@ def _content_order(
     t: IntArray, lon: FloatArray, lat: FloatArray, hdop: FloatArray, sats: FloatArray
 ) -> IntArray:
     """Total order on content, not arrival: time, ties broken by HDOP then position."""
-    if t.size == 1 or (t[1:] > t[:-1]).all():
+    if _in_order(t):
         return np.arange(t.size)  # already in order, no ties to break (the usual upload)
     return np.lexsort(
         (
@@ -532,6 +548,11 @@ def _content_order(
             t,
         )
     )
+
+
+def _in_order(t: IntArray) -> bool:
+    """Strictly increasing times: the order `_content_order` gives, with no ties."""
+    return t.size < 2 or bool((t[1:] > t[:-1]).all())
 
 
 def _fresh_rows(state: TrackState, b: FixBatch) -> IntArray:
