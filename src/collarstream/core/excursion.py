@@ -271,25 +271,24 @@ def excursions_many(
     runs: list[tuple[int, int, int]] = []  # (track, a, b): rows [a:b] of the track's [start:]
     lons, lats = [], []
     for k, tr in enumerate(tracks):
-        day = day_start_ms(tr.t_ms[tr.start :], period_ms)
+        t = np.asarray(tr.t_ms, np.int64)
+        lon, lat = np.asarray(tr.lon, np.float64), np.asarray(tr.lat, np.float64)
+        day = day_start_ms(t[tr.start :], period_ms)
         n = day.size
         if n == 0:
             continue
         bounds = np.flatnonzero(day[1:] != day[:-1]) + 1
         for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), n], strict=True):
-            fence = reference_range(
-                tr.t_ms, tr.lon, tr.lat, int(day[a]), cache, days, min_fixes, hysteresis_m
-            )
+            fence = reference_range(t, lon, lat, int(day[a]), cache, days, min_fixes, hysteresis_m)
             if fence is None:
                 continue
             refs.append(fence)
             runs.append((k, a, b))
-            lons.append(tr.lon[tr.start + a : tr.start + b])
-            lats.append(tr.lat[tr.start + a : tr.start + b])
+            lons.append(lon[tr.start + a : tr.start + b])
+            lats.append(lat[tr.start + a : tr.start + b])
     if refs:
         counts = [b - a for _, a, b in runs]
-        lon = np.asarray(np.concatenate(lons), np.float64)
-        enter, stay = masks_many(refs, counts, lon, np.asarray(np.concatenate(lats), np.float64))
+        enter, stay = masks_many(refs, counts, np.concatenate(lons), np.concatenate(lats))
     out = []
     sets = [np.zeros(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]
     keeps = [np.ones(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]

@@ -202,10 +202,10 @@ def immobility_many(
         if part.size:
             ts.append(part - part[0] + base)
             base += int(part[-1] - part[0]) + dur + 1
-        lons.append(lon_part := np.asarray(tr.lon, np.float64)[lo:])
+        lons.append(np.asarray(tr.lon, np.float64)[lo:])
         lats.append(np.asarray(tr.lat, np.float64)[lo:])
-        rows.append(np.arange(at + tr.start - lo, at + lon_part.size))
-        at += lon_part.size
+        rows.append(np.arange(at + tr.start - lo, at + part.size))
+        at += part.size
     if at:
         imm_all = _immobile_rows(
             np.concatenate(ts),

@@ -237,6 +237,16 @@ class _Plan(NamedTuple):
     profile: quality.Profile
     good: IntArray
 
+    @property
+    def start(self) -> int:
+        """Position of gi's first fix among the good fixes."""
+        return self.good.size - self.gi.size
+
+    @property
+    def prior(self) -> IntArray:
+        """The good fixes before the recomputed ones."""
+        return self.good[: self.start]
+
 
 def _plan(state: TrackState, batch: FixBatch, ctx: Context) -> _Plan | None:
     """Merge and flag; the fix to recompute from and the good fixes from there on.
@@ -342,7 +352,7 @@ def _gap_screen(plans: Sequence[_Plan], ctx: Context) -> list[bool]:
     periods = ctx.detectors.silent_periods
     t_parts, rec_parts, sizes, limits = [], [], [], []
     for p in plans:
-        seq = p.good[max(p.good.size - p.gi.size - 1, 0) :]
+        seq = p.good[max(p.start - 1, 0) :]  # from the good fix before gi
         if p.profile.fix_interval_s is None or seq.size < 2:
             seq = seq[:0]
         t_parts.append(p.state.t_ms[seq])
@@ -371,10 +381,10 @@ def _suffixes(plans: Sequence[_Plan], ctx: Context) -> list[tuple[Suffix[Any], I
     with the episode state (`det` row) after the good fix before gi, if any."""
     n_areas = len(ctx.areas) if ctx.areas else 0
     out = []
-    for s, _, gi, _, good in plans:
-        start = good.size - gi.size
-        row = s.dets(n_areas)[good[start - 1]] if start else None
-        out.append((Suffix(s.t_ms[good], s.lon[good], s.lat[good], start), row))
+    for p in plans:
+        s, good = p.state, p.good
+        row = s.dets(n_areas)[good[p.start - 1]] if p.start else None
+        out.append((Suffix(s.t_ms[good], s.lon[good], s.lat[good], p.start), row))
     return out
 
 
@@ -593,7 +603,7 @@ def _recompute(plan: _Plan, ctx: Context, found: _Found) -> tuple[TrackState, li
     zone, burst, arrival = s.zone.copy(), s.burst_ms.copy(), s.arrival_deg.copy()
     if gi.size == 0:
         return evolve(s, zone=zone), []
-    prior = plan.good[: plan.good.size - gi.size]
+    prior = plan.prior
     first = gi[0]
     facts, steps, continues = found.facts, found.steps, found.continues
     arrival[gi[1:]] = np.nan
@@ -635,16 +645,16 @@ def _steps(plans: Sequence[_Plan], facts: Sequence[_Facts]) -> list[tuple[Steps,
         max_gap = max_gap_seconds(
             s.t_ms[p.good], profile.fix_interval_s, profile.burst_gap_intervals
         )
-        cont = bool(gi.size) and _has_burst(s, gi[0], p.good[: p.good.size - gi.size], max_gap)
+        cont = bool(gi.size) and _has_burst(s, gi[0], p.prior, max_gap)
         sizes.append(gi.size)
         gaps.append(max_gap)
         # A track that does not continue a burst starts one at its first fix.
         arrivals.append(float(s.arrival_deg[gi[0]]) if cont else np.nan)
         bursts.append(int(s.burst_ms[gi[0]] if cont else s.t_ms[gi[0]]) if gi.size else 0)
         conts.append(cont)
-    pairs = tuple(np.concatenate([f.pair_inverse[k] for f in facts]) for k in range(3))
+    dist, azi, arrive = (np.concatenate([f.pair_inverse[k] for f in facts]) for k in range(3))
     t = np.concatenate([p.state.t_ms[p.gi] for p in plans])
-    st = compute_steps_many(t, sizes, gaps, pairs, arrivals, bursts)  # type: ignore[arg-type]
+    st = compute_steps_many(t, sizes, gaps, (dist, azi, arrive), arrivals, bursts)
     ends = np.cumsum(sizes, dtype=np.int64)
     starts = ends - sizes
     lo, hi = np.searchsorted(st.i0, starts).tolist(), np.searchsorted(st.i0, ends).tolist()
