@@ -990,6 +990,69 @@ def test_gap_screen_never_hides_a_silence(
                 event(f"emitted {e.get('kind', e['type'])}")
 
 
+_EVICTING_CTX = dataclass_replace(
+    FULL_CTX, config=dataclass_replace(FULL_CTX.config, window_days=1.5, max_fixes=8)
+)
+
+
+def _diff_by_scanning(
+    s: TrackState, events: list[dict[str, Any]], anchor_from: int
+) -> tuple[TrackState, list[dict[str, Any]]]:
+    """What `_diff` must do, by definition: every id anchored at or after anchor_from
+    and not derived again is withdrawn, found by scanning all of them."""
+    emitted = dict(s.emitted)
+    out, current = [], set()
+    for ev in events:
+        anchor = ev.pop("_anchor")
+        digest = track_mod._digest(ev)
+        current.add(ev["id"])
+        if emitted.get(ev["id"], (0, ""))[1] != digest:
+            out.append(ev)
+        emitted[ev["id"]] = (anchor, digest)
+    for eid in [e for e, v in s.emitted.items() if v[0] >= anchor_from and e not in current]:
+        del emitted[eid]
+        out.append(track_mod._withdrawal(s, eid))
+    return dataclass_replace(s, emitted=emitted), out
+
+
+@given(track=messy_tracks(), data=st.data())
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_emitted_ids_stay_in_anchor_order_and_diff_reads_only_its_tail(
+    track: list[tuple[float, ...]], data: st.DataObject
+) -> None:
+    """`_diff` reads back from the end of `emitted` only as far as a recomputation can
+    reach, which needs the ids in anchor order. Late and repeated fixes in random
+    batches (corrections, withdrawals): after every batch the ids are in anchor order,
+    and the events and ids are those of scanning every id."""
+    arrival = data.draw(st.permutations(track)) + data.draw(
+        st.lists(st.sampled_from(track), max_size=3)
+    )
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(arrival)), max_size=4)))
+    # With a short window, eviction drops ids from the front of `emitted` as well.
+    ctx = data.draw(st.sampled_from([FULL_CTX, _EVICTING_CTX]))
+    scanning = (
+        mock.patch.object(track_mod, "_diff", _diff_by_scanning),
+        mock.patch.object(
+            track_mod, "_drop_before", lambda e, t: {k: v for k, v in e.items() if v[0] >= t}
+        ),
+    )
+    tail = scan = TrackState.new("leo", len(ALMATY))
+    for a, b in itertools.pairwise([0, *cuts, len(arrival)]):
+        batch = _batch(arrival[a:b])
+        tail, got = advance(tail, batch, ctx)
+        with scanning[0], scanning[1]:
+            scan, want = advance(scan, batch, ctx)
+        anchors = [v[0] for v in tail.emitted.values()]
+        assert anchors == sorted(anchors)
+        assert tail.emitted == scan.emitted
+        key = lambda e: e["id"]  # noqa: E731 (withdrawals may come in another order)
+        assert _json(sorted(got, key=key)) == _json(sorted(want, key=key))
+        for e in got:
+            event(f"emitted {e.get('kind', e['type'])}")
+    if ctx is _EVICTING_CTX and len(tail) < len({f[0] for f in track}):
+        event("evicted")
+
+
 def _json(events: list[dict[str, Any]]) -> bytes:
     return orjson.dumps(events, option=orjson.OPT_SERIALIZE_NUMPY)
 

@@ -9,6 +9,7 @@ pipeline test (tests/test_pipeline.py) runs the same code on a real table and br
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 
 import numpy as np
@@ -140,3 +141,15 @@ def test_the_child_process_reduces_and_writes_to_the_table() -> None:
     table = asyncio.run(run())
     assert table[b"a"] == state_codec.encode(_alone("a", [0, 1]))
     assert table[b"b"] == state_codec.encode(_alone("b", [0, 1, 2]))
+
+
+def test_a_decoded_state_holds_its_emitted_ids_in_anchor_order() -> None:
+    """The reducer reads a state's emitted ids back from the end (`core.track._diff`):
+    a state stored before it kept them in anchor order must come back in that order."""
+    state = _alone("a", [0, 1, 2])
+    shuffled = dict(sorted(state.emitted.items(), key=lambda kv: -kv[1][0]))
+    assert len(shuffled) > 1 and list(shuffled) != list(state.emitted)
+    raw = state_codec.encode(dataclasses.replace(state, emitted=shuffled))
+    back = state_codec.decode(raw)
+    assert back.emitted == state.emitted
+    assert [v[0] for v in back.emitted.values()] == sorted(v[0] for v in state.emitted.values())

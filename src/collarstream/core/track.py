@@ -158,7 +158,9 @@ class TrackState:
     zone: npt.NDArray[np.int8]  # (n, n_fences) level after each fix
     burst_ms: IntArray  # burst start time of each good fix
     arrival_deg: FloatArray  # arrival azimuth of the step ending at each fix
-    emitted: dict[str, tuple[int, str]]  # event id -> (anchor time, content digest)
+    # Event id -> (anchor time, content digest), in anchor order (`_diff` reads the ids
+    # a recomputation can touch back from the end; `_evict` drops them from the front).
+    emitted: dict[str, tuple[int, str]]
     fix_type: FloatArray | None = None  # None: all unknown (NaN)
     # Episode state after each good fix, the carry of a recomputation: columns DET_*,
     # then one per protected area (inside). None: no rows yet.
@@ -688,23 +690,38 @@ def event_id(prefix: str, *parts: object) -> str:
 
 
 def _diff(s: TrackState, events: list[Event], anchor_from: int) -> tuple[TrackState, list[Event]]:
-    """Emit what is new or changed since last time; withdraw what is no longer true."""
-    emitted = dict(s.emitted)
+    """Emit what is new or changed since last time; withdraw what is no longer true.
+
+    `emitted` is kept in anchor order (`TrackState.emitted`), so what a recomputation
+    from `anchor_from` can change is a tail of it: found by reading back from the end,
+    not by scanning the whole history (per call, a month's track holds hundreds)."""
+    current: dict[str, tuple[int, str]] = {}
     out: list[Event] = []
-    current = set()
     for ev in events:
         anchor = ev.pop("_anchor")
         digest = _digest(ev)
-        current.add(ev["id"])
-        if emitted.get(ev["id"], (0, ""))[1] != digest:
+        eid = ev["id"]
+        if current.get(eid, s.emitted.get(eid, (0, "")))[1] != digest:
             out.append(ev)
         # The anchor follows the track even when the event is unchanged: a fix slotted
         # in before it moves it, as the single pass over the whole track would have.
-        emitted[ev["id"]] = (anchor, digest)
-    # (A scan of every emitted id, hundreds for a month's track: kept to one comprehension.)
-    stale = [e for e, v in s.emitted.items() if v[0] >= anchor_from and e not in current]
-    for eid in stale:
+        current[eid] = (anchor, digest)
+    lo = min([anchor_from, *(v[0] for v in current.values())])
+    tail = []  # (id, (anchor, digest)) with anchor >= lo, newest first
+    for eid, v in reversed(s.emitted.items()):
+        if v[0] < lo:
+            break
+        tail.append((eid, v))
+    emitted = dict(s.emitted)
+    for eid, _ in tail:
         del emitted[eid]
+    for eid in current:
+        emitted.pop(eid, None)  # (re-added below, at its anchor's place)
+    stale = [eid for eid, v in reversed(tail) if v[0] >= anchor_from and eid not in current]
+    kept = [(eid, v) for eid, v in tail if v[0] < anchor_from and eid not in current]
+    for eid, v in sorted([*kept, *current.items()], key=lambda item: item[1][0]):
+        emitted[eid] = v
+    for eid in stale:
         out.append(_withdrawal(s, eid))
     return evolve(s, emitted=emitted), out
 
@@ -1389,5 +1406,20 @@ def _evict(s: TrackState, cfg: TrackConfig) -> TrackState:
         arrival_deg=s.arrival_deg[keep],
         fix_type=None if s.fix_type is None else s.fix_type[keep],
         det=None if s.det is None else s.det[keep],
-        emitted={k: v for k, v in s.emitted.items() if v[0] >= t_keep},
+        emitted=_drop_before(s.emitted, t_keep),
     )
+
+
+def _drop_before(emitted: dict[str, tuple[int, str]], t_ms: int) -> dict[str, tuple[int, str]]:
+    """`emitted` without the ids anchored before t_ms: a prefix, it being in anchor order."""
+    old = []
+    for eid, v in emitted.items():
+        if v[0] >= t_ms:
+            break
+        old.append(eid)
+    if not old:
+        return emitted
+    kept = dict(emitted)
+    for eid in old:
+        del kept[eid]
+    return kept

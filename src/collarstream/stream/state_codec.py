@@ -58,7 +58,9 @@ def decode(raw: bytes) -> TrackState:
     if doc.get("v") != VERSION:
         raise ValueError(f"track state version {doc.get('v')!r}, expected {VERSION}")
     arrays = {name: _unpack(doc[name]) for name in _ARRAYS}
-    emitted = {k: (int(v[0]), str(v[1])) for k, v in doc["emitted"].items()}
+    # In anchor order, as the reducer keeps it (states written before it did are not).
+    rows = sorted(doc["emitted"].items(), key=lambda kv: int(kv[1][0]))
+    emitted = {k: (int(v[0]), str(v[1])) for k, v in rows}
     return TrackState(
         animal=doc["animal"],
         tag=doc["tag"],
