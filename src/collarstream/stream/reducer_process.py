@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import multiprocessing
 import os
 import weakref
@@ -147,9 +148,18 @@ class ReducerState:
 _CHILD: ReducerState | None = None
 
 
+# The child holds every animal's state (hundreds of thousands of small objects that
+# live for hours) and makes thousands of short-lived ones per call. At Python's default
+# (a collection every 700 allocations) the collector took ~10 % of the reducer's time:
+# 200 animals with 70-day tracks, single-fix calls, 674-685 against 608-622 µs per
+# animal-call at 20,000.
+GC_THRESHOLD = 20_000
+
+
 def _start_child(make_context: Callable[[], Context], worker_pid: int) -> None:
     global _CHILD
     tie_to_worker(worker_pid)
+    gc.set_threshold(GC_THRESHOLD)
     _CHILD = ReducerState(make_context())
 
 
