@@ -308,10 +308,11 @@ class _Grid:
 
     def cells(self, x: FloatArray, y: FloatArray) -> IntArray:
         """Cell of each point; ncells (an empty cell) outside the grid or for NaN."""
-        fx = (x - self.x0) / self.h
-        fy = (y - self.y0) / self.h
-        ok = (fx >= 0) & (fx < self.nx) & (fy >= 0) & (fy < self.ny)
-        with np.errstate(invalid="ignore"):
+        # (A coordinate near the float maximum overflows to inf: outside, like NaN.)
+        with np.errstate(over="ignore", invalid="ignore"):
+            fx = (x - self.x0) / self.h
+            fy = (y - self.y0) / self.h
+            ok = (fx >= 0) & (fx < self.nx) & (fy >= 0) & (fy < self.ny)
             cell = fy.astype(np.int64) * self.nx + fx.astype(np.int64)
         return np.where(ok, cell, self.ncells)
 
