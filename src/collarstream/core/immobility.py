@@ -219,9 +219,10 @@ def immobility_many(
         )
     else:
         imm_all = np.zeros(0, bool)
-    ends = np.cumsum([r.size for r in rows])
+    sizes = np.asarray([r.size for r in rows], np.int64)
+    ends = np.cumsum(sizes)
     out = []
-    for tr, a, b in zip(tracks, ends - [r.size for r in rows], ends, strict=True):
+    for tr, a, b in zip(tracks, ends - sizes, ends, strict=True):
         imm = imm_all[a:b]
         if tr.carry is None and not imm.any():
             none = np.empty(0, np.int64)

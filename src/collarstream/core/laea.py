@@ -226,8 +226,8 @@ def forward_many(
     projection's ``forward``: the same operations, the centre's constants broadcast from
     per-point arrays instead of scalars."""
     runs = np.asarray(counts, np.int64)
-    if len(projections) == 0:
-        return _forward(lon, lat, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0)
+    if len(projections) == 0:  # (then there are no points)
+        return np.empty(0), np.empty(0)
     lon0 = np.repeat([p.lon0 for p in projections], runs)
     k = np.repeat([p._forward_constants() for p in projections], runs, axis=0).T
     return _forward(lon, lat, lon0, k[0], k[1], k[2], k[3], k[4])
