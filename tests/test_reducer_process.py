@@ -9,15 +9,29 @@ pipeline test (tests/test_pipeline.py) runs the same code on a real table and br
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from collarstream.core.track import Context, FixBatch, TrackState, advance
 from collarstream.stream import state_codec
-from collarstream.stream.reducer_process import ReducerProcess, ReducerState, Seed
+from collarstream.stream.reducer_process import (
+    MERGED,
+    NICENESS,
+    ReducerProcess,
+    ReducerState,
+    Seed,
+    _Request,
+    _runs,
+)
 from collarstream.timefmt import parse_ms
 from collarstream.wire import Fix, encode_batch
 
@@ -119,11 +133,13 @@ def test_the_child_process_reduces_and_writes_to_the_table() -> None:
         table: dict[bytes, bytes] = {b"b": state_codec.encode(_alone("b", [0]))}
         proc = ReducerProcess(table, functools.partial(Context, None))
         try:
-            proc.start().result(timeout=60)
+            proc.start()
+            assert await proc.ready() == 0
             seq, out = await proc.reduce(
                 [(b"a", [_message("a", 0), _message("a", 1)]), (b"b", [_message("b", 1)])]
             )
-            assert [len(o) for o in out] == [3, 3] and out[0][0] is not None  # a's step
+            assert [key for key, _ in out] == [b"a", b"b"]
+            assert out[0][1][0] is not None  # a's step
             assert await proc.flush() == 0  # nothing sent yet
             event = _Event()
             proc.sent(b"a", seq, event)
@@ -153,3 +169,98 @@ def test_a_decoded_state_holds_its_emitted_ids_in_anchor_order() -> None:
     back = state_codec.decode(raw)
     assert back.emitted == state.emitted
     assert [v[0] for v in back.emitted.values()] == sorted(v[0] for v in state.emitted.values())
+
+
+@contextlib.asynccontextmanager
+async def _child(table: dict[bytes, bytes] | None = None) -> AsyncIterator[ReducerProcess]:
+    """A started child with an empty context, shut down on the way out."""
+    proc = ReducerProcess({} if table is None else table, functools.partial(Context, None))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.shutdown()
+
+
+def test_calls_waiting_in_the_pipe_are_reduced_as_one_and_answered_by_the_last() -> None:
+    """Calls written while the child is still loading its context wait in its pipe; it
+    reduces them together. Each but the last answers MERGED; the last carries every
+    animal's outputs under one state version, and what reaches the table is what the
+    calls made one by one would have written."""
+
+    async def run() -> tuple[list[Any], dict[bytes, bytes]]:
+        table: dict[bytes, bytes] = {}
+        async with _child(table) as proc:
+            calls = [
+                proc.reduce([(b"a", [_message("a", 0)])]),
+                proc.reduce([(b"b", [_message("b", 0)]), (b"a", [_message("a", 1)])]),
+                proc.reduce([(b"a", [_message("a", 2)])]),
+            ]
+            assert proc.calls_in_flight == 3 and proc.in_flight_messages == 4
+            answers = [await c for c in calls]
+            assert proc.calls_in_flight == 0 and proc.in_flight_messages == 0
+            seq, out = answers[-1]
+            for key, _ in out:
+                proc.sent(key, seq, _Event())
+            assert await proc.flush() == 2
+        return answers, table
+
+    answers, table = asyncio.run(run())
+    assert answers[:2] == [MERGED, MERGED]
+    _, out = answers[2]
+    assert [key for key, _ in out] == [b"a", b"b"]  # first appearance, across the calls
+    steps = orjson.loads(out[0][1][0])
+    assert [s["type"] for s in steps] == ["step", "step"]  # a's 0-1 and 1-2, in one message
+    assert table == {
+        b"a": state_codec.encode(_alone("a", [0, 1, 2])),
+        b"b": state_codec.encode(_alone("b", [0])),
+    }
+
+
+def test_requests_are_merged_only_between_other_requests() -> None:
+    reqs = [
+        _Request(1, "reduce", ()),
+        _Request(2, "reduce", ()),
+        _Request(3, "encode", ()),
+        _Request(4, "reduce", ()),
+        _Request(5, "drop", ()),
+        _Request(6, "ready", ()),
+    ]
+    assert [[r.rid for r in run] for run in _runs(reqs)] == [[1, 2], [3], [4], [5], [6]]
+
+
+def test_an_error_in_the_child_fails_its_call_and_the_child_serves_on() -> None:
+    async def run() -> None:
+        async with _child() as proc:
+            seq, _ = await proc.reduce([(b"a", [_message("a", 0)])])
+            proc._confirm.append((b"a", seq + 7))  # names a call that never was
+            with pytest.raises(RuntimeError, match="unknown reduce"):
+                await proc.reduce([(b"a", [_message("a", 1)])])
+            assert await proc.ready() == 1
+
+    asyncio.run(run())
+
+
+def test_a_child_that_dies_fails_every_call_waiting_and_every_later_one() -> None:
+    async def run() -> None:
+        async with _child() as proc:
+            await proc.ready()
+            assert proc._process.pid is not None
+            os.kill(proc._process.pid, signal.SIGKILL)
+            with pytest.raises(RuntimeError, match="reducer process is gone"):
+                await proc.reduce([(b"a", [_message("a", 0)])])
+            with pytest.raises(RuntimeError, match="reducer process is gone"):
+                await proc.reduce([(b"a", [_message("a", 1)])])
+            assert proc.calls_in_flight == 0 and proc.in_flight_messages == 0
+
+    asyncio.run(run())
+
+
+def test_the_child_runs_niced_below_the_event_loop() -> None:
+    async def run() -> int:
+        async with _child() as proc:
+            await proc.ready()
+            assert proc._process.pid is not None
+            return os.getpriority(os.PRIO_PROCESS, proc._process.pid)
+
+    assert asyncio.run(run()) == min(os.getpriority(os.PRIO_PROCESS, 0) + NICENESS, 19)

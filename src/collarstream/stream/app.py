@@ -56,7 +56,7 @@ from collarstream.fences import (
 from collarstream.stream.children import tie_to_worker
 from collarstream.stream.coalesce import Coalescer, wait_until_idle
 from collarstream.stream.delivery_agents import install_delivery
-from collarstream.stream.reducer_process import ReducerProcess
+from collarstream.stream.reducer_process import MERGED, ReducerProcess
 from collarstream.stream.topics import TopicNames
 from collarstream.stream.watch import install_watchers
 from collarstream.wire import (
@@ -77,9 +77,15 @@ HOME_RANGE_NICENESS = 10
 # the cores from the fix path (measured: 7.6-9.0 k fixes/s against 10.5-11.3 k with
 # them switched off).
 HOME_RANGE_DEFER_S = 30.0
-# Reduce calls submitted and not yet taken by the emitter: the reducer runs ahead of
-# the sends by at most this many (backpressure beyond).
-EMIT_QUEUE = 2
+# While the reducer's process is busy and has a call waiting behind the one it runs, the
+# tracking stage hands it what it took at most this often. The child reduces everything
+# waiting as one call when it is free (`stream.reducer_process`), so what matters is
+# that the backlog is in its pipe by then, not in how many calls; more often would only
+# cost the event loop a call per event in a catch-up.
+COALESCE_S = 0.005
+# Fix messages handed to the reducer and not answered yet, at most this many batches'
+# worth (backpressure beyond, through the tracking coalescer to the broker).
+IN_FLIGHT_BATCHES = 2
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -98,7 +104,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
         # Every offset commit goes through here: cached table state is written first
-        # (see stream.state_cache for why the order makes at-least-once hold).
+        # (see stream.reducer_process for why the order makes at-least-once hold).
         for hook in getattr(self.app, "collarstream_before_commit", ()):
             await hook()
         return await super()._commit_offsets(offsets, start_new_transaction)
@@ -207,8 +213,9 @@ def build_app(settings: Settings) -> CollarApp:
     raw_in: Coalescer[Any] = Coalescer(settings.batch_max)
     fixes_in: Coalescer[Any] = Coalescer(settings.batch_max)
     # Reducing batch N+1 (in the reducer's process) overlaps sending batch N's outputs
-    # (the emitter): the reducer runs ahead by at most EMIT_QUEUE batches.
-    reduced: asyncio.Queue[Any] = asyncio.Queue(EMIT_QUEUE)
+    # (the emitter); the calls in flight are bounded in the tracking stage.
+    reduced: asyncio.Queue[Any] = asyncio.Queue()
+    in_flight_limit = IN_FLIGHT_BATCHES * settings.batch_max
 
     reducing = 0  # reduce calls in flight (the tracking stage's)
 
@@ -225,8 +232,14 @@ def build_app(settings: Settings) -> CollarApp:
         flush_states,
     ]
 
+    # The partitions this worker owns, kept by the rebalance signals: asking the consumer
+    # (`assignment()`, a set built through its thread) on every take was ~3 % of the event
+    # loop's time in a catch-up.
+    owned: set[TP] = set()
+
     @app.on_partitions_revoked.connect
     async def _states_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        owned.difference_update(revoked)
         # Faust has committed (through flush_states) and waited for the agents; write
         # anything left and forget: the next owner restores from the changelog.
         await fixes_in.drain()
@@ -235,6 +248,8 @@ def build_app(settings: Settings) -> CollarApp:
 
     @app.on_partitions_assigned.connect
     async def _states_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        owned.clear()
+        owned.update(app.consumer.assignment())
         await fixes_in.drain()
         await reducer.flush()
         await reducer.drop()
@@ -286,11 +301,11 @@ def build_app(settings: Settings) -> CollarApp:
                         _received_ms(msg),
                     )
                     await dlq.send(msg.key, orjson.dumps(record))
-            owned = app.consumer.assignment() if settings.local_handoff else set()
+            here = owned if settings.local_handoff else set()
             for animal, items in by_animal.items():
                 key, value = animal.encode(), encode_batch(animal, items)
                 local = _LocalBatch(key, value, names.fixes, fixes_partition(key))
-                if TP(local.topic, local.partition) in owned:
+                if TP(local.topic, local.partition) in here:
                     await fixes_in.put(local)  # see _LocalBatch
                     if delivering:  # it hands fixes off from the topic: publish, marked
                         await fixes_out.send(key, value, headers=[mark_here])
@@ -308,9 +323,12 @@ def build_app(settings: Settings) -> CollarApp:
     async def track() -> None:
         nonlocal reducing
         while True:
+            while reducer.in_flight_messages >= in_flight_limit:
+                await reducer.answered()
+            if reducer.calls_in_flight >= 2:  # one running, one waiting: see COALESCE_S
+                await reducer.answered(COALESCE_S)
             mark, events = await fixes_in.take()
             grouped: dict[bytes, list[Any]] = defaultdict(list)
-            owned = app.consumer.assignment()
             for ev in events:
                 if isinstance(ev, _LocalBatch) and TP(ev.topic, ev.partition) not in owned:
                     # Put before a rebalance took its partition away (after the revoke
@@ -332,16 +350,25 @@ def build_app(settings: Settings) -> CollarApp:
 
     async def emit() -> None:
         nonlocal reducing
+        # Each animal's last event over the calls whose outputs are still to come: a call
+        # the child reduced together with later ones (MERGED) is answered by the last.
+        lasts: dict[bytes, Any] = {}
         while True:
-            mark, call, lasts = await reduced.get()
+            mark, call, call_lasts = await reduced.get()
             if call is not None:
                 try:
-                    seq, results = await call
+                    answer = await call
                 finally:
                     reducing -= 1
-                for (key, last), (steps, others, rec) in zip(lasts, results, strict=True):
-                    await _emit(key, last, seq, steps, others, rec)
-            fixes_in.done(mark)
+                lasts.update(call_lasts)
+                if answer is MERGED:
+                    continue  # nor done: that waits for the outputs, with the last call's
+                seq, results = answer
+                for key, (steps, others, rec) in results:
+                    await _emit(key, lasts[key], seq, steps, others, rec)
+                lasts.clear()
+            if not lasts:  # (else a merged call's outputs are still to come)
+                fixes_in.done(mark)
 
     @app.task
     async def validator() -> None:

@@ -1,6 +1,7 @@
 """The worker's helper processes (the reducer, the home-range estimator) live and die with it.
 
-They are ProcessPoolExecutor processes, and their lifetime is the worker's business:
+They are spawned processes (the reducer's its own, the home-range estimator a
+ProcessPoolExecutor's), and their lifetime is the worker's business:
 
 * Signals. Ctrl-C in a terminal (SIGINT) reaches the whole foreground process group, and
   so does ``kill -TERM -<pgid>``. A helper killed by them mid-call breaks its pool: the
@@ -10,8 +11,8 @@ They are ProcessPoolExecutor processes, and their lifetime is the worker's busin
 * The worker's death. A worker killed outright (SIGKILL, the OOM killer) used to leave
   its helpers blocked on their call queue, whose write end they hold themselves, for
   good: the reducer with every decoded track. Linux sends them SIGKILL when the thread
-  that started them ends (PR_SET_PDEATHSIG); the pools are started from the worker's
-  main thread, whose end is the process's.
+  that started them ends (PR_SET_PDEATHSIG); they are started from the worker's main
+  thread, whose end is the process's.
 """
 
 from __future__ import annotations
