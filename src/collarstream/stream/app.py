@@ -316,6 +316,7 @@ def build_app(settings: Settings) -> CollarApp:
     partitioner = DefaultPartitioner()
     all_partitions = list(range(settings.partitions))
 
+    @functools.lru_cache(maxsize=65_536)  # murmur2 in Python, per animal per batch
     def fixes_partition(key: bytes) -> int:
         """The fixes topic's partition of a key, as the producer would choose it."""
         return int(partitioner(key, all_partitions, all_partitions))
