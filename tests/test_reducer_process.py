@@ -14,6 +14,9 @@ import dataclasses
 import functools
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -264,3 +267,27 @@ def test_the_child_runs_niced_below_the_event_loop() -> None:
             return os.getpriority(os.PRIO_PROCESS, proc._process.pid)
 
     assert asyncio.run(run()) == min(os.getpriority(os.PRIO_PROCESS, 0) + NICENESS, 19)
+
+
+def test_a_worker_that_exits_without_shutting_the_child_down_still_exits() -> None:
+    """multiprocessing joins a process's children at exit, and the child waits on its
+    pipe until EOF: without the exit hook that ends it first, the worker would hang."""
+    script = textwrap.dedent(
+        """
+        import asyncio, functools
+        from collarstream.core.track import Context
+        from collarstream.stream.reducer_process import ReducerProcess
+
+        proc = ReducerProcess({}, functools.partial(Context, None))
+        proc.start()
+        asyncio.run(proc.ready())
+        print(proc._process.pid, flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout.split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)

@@ -33,9 +33,11 @@ a worker that dies takes the child with it (`stream.children`).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import fcntl
+import functools
 import gc
 import multiprocessing
 import multiprocessing.process
@@ -214,7 +216,10 @@ def _serve(
                 answer: tuple[str, Any] = ("ok", _answer(state, run))
             except Exception as exc:  # the worker raises it from the calls' futures
                 answer = ("error", _picklable(exc))
-            outbox.send_bytes(pickle.dumps((rids, answer), pickle.HIGHEST_PROTOCOL))
+            try:
+                outbox.send_bytes(pickle.dumps((rids, answer), pickle.HIGHEST_PROTOCOL))
+            except BrokenPipeError:
+                return  # the worker stopped reading: it shut down or died
 
 
 def _read(inbox: Connection) -> _Request:
@@ -309,6 +314,7 @@ class ReducerProcess:
         self.in_flight_messages = 0
         self._answered = asyncio.Event()
         self._writer: _Pipes | None = None
+        self._at_exit: Callable[[], None] | None = None
         self._broken: BaseException | None = None
         self._held: set[bytes] = set()  # keys the child may hold (sent since the last drop)
         self._confirm: list[tuple[bytes, int]] = []
@@ -323,7 +329,10 @@ class ReducerProcess:
         # The child's ends are the child's: its death must read as EOF here.
         self._child_in.close()
         self._child_out.close()
-        weakref.finalize(self, _stop, self._process, self._to_child, self._from_child)
+        # At exit multiprocessing joins its children, and this one waits on its pipe
+        # until it reads EOF: end it first (registered later, so run earlier).
+        self._at_exit = functools.partial(_stop, self._process, self._to_child, self._from_child)
+        atexit.register(self._at_exit)
 
     async def ready(self) -> int:
         """Wait until the child has loaded its context; how many states it holds."""
@@ -388,6 +397,8 @@ class ReducerProcess:
         if self._writer is not None:
             self._writer.close()
         _stop(self._process, self._to_child, self._from_child)
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
 
     # ------------------------------------------------------------ the pipes
 
