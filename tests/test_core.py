@@ -990,6 +990,60 @@ def test_gap_screen_never_hides_a_silence(
                 event(f"emitted {e.get('kind', e['type'])}")
 
 
+@given(
+    tracks=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from([2, 4, 4, 4, 6, 13, 20]),
+                st.sampled_from([0, 0, 1, 2, 3, 14, 16, 18, 30]),
+            ),
+            min_size=2,
+            max_size=40,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    data=st.data(),
+)
+@settings(max_examples=200, deadline=None)
+def test_gap_screen_is_exactly_the_silence_conditions(
+    tracks: list[list[tuple[int, int]]], data: st.DataObject
+) -> None:
+    """The screen passes a plan exactly when `_silence_events` has something to say of
+    it: a gap longer than the limit (periods x interval, here 12 h), or a timer silence
+    the track withdraws, which needs every later fix received after the limit plus the
+    usual delivery delay (max over the 12 fixes up to it). Gaps and delivery lags in
+    hours, drawn across both thresholds; each track half known, half new."""
+    ctx = dataclass_replace(FULL_CTX, countries=None, urban=(), borders=None, areas=None)
+    plans = []
+    for k, track in enumerate(tracks):
+        t = T0 + np.cumsum([gap * 3_600_000 for gap, _ in track]).astype(np.int64)
+        received = t + np.asarray([lag * 3_600_000 for _, lag in track], np.int64)
+        lon, lat = 77.0 + np.arange(t.size) * 1e-3, np.full(t.size, 43.0)
+        batch = FixBatch(t, lon, lat, np.ones(t.size), np.full(t.size, 9.0), received)
+        cut = data.draw(st.integers(0, t.size - 1) | st.integers(t.size * 2 // 3, t.size - 1))
+        state, _ = advance(TrackState.new(f"leo-{k}"), _rows(batch, 0, cut), ctx)
+        plan = track_mod._plan(state, _rows(batch, cut, t.size), ctx)
+        assert plan is not None
+        plans.append(plan)
+    screened = track_mod._gap_screen(plans, ctx)
+    for plan, passed in zip(plans, screened, strict=True):
+        said = track_mod._silence_events(plan.state, plan.gi, plan.prior, 4 * 3600, ctx.detectors)
+        event(f"passed {passed}")
+        assert passed == bool(said)
+
+
+def _rows(b: FixBatch, lo: int, hi: int) -> FixBatch:
+    return FixBatch(
+        b.t_ms[lo:hi],
+        b.lon[lo:hi],
+        b.lat[lo:hi],
+        b.hdop[lo:hi],
+        b.sats[lo:hi],
+        b.received_ms[lo:hi],
+    )
+
+
 _EVICTING_CTX = dataclass_replace(
     FULL_CTX, config=dataclass_replace(FULL_CTX.config, window_days=1.5, max_fixes=8)
 )
