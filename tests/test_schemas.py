@@ -605,6 +605,20 @@ def test_valid_fixes_are_valid(doc: dict[str, Any]) -> None:
     assert _parses(doc)
 
 
+@given(doc=valid_fixes(), received=st.integers(0, 2**42))
+@settings(max_examples=300, deadline=None)
+def test_the_fast_path_reads_a_fix_as_the_field_by_field_checks_do(
+    doc: dict[str, Any], received: int
+) -> None:
+    """parse_fix takes the usual fix through one combined check; whatever it returns
+    must be what the field-by-field checks return (NaN for NaN)."""
+
+    def plain(fix: wire.Fix) -> list[Any]:
+        return [v if v == v else "nan" for v in fix]
+
+    assert plain(wire.parse_fix(doc, received)) == plain(wire._checked_fix(doc, received, ""))
+
+
 def test_documented_differences_between_parse_fix_and_schema() -> None:
     """Differences stated in fix.schema.json's description, and why they are acceptable."""
     # 1. Calendar: 31 April matches the pattern; only parse_fix knows April has 30 days.

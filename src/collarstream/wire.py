@@ -244,7 +244,11 @@ _COLUMNS = ("t_ms", "lon", "lat", "hdop", "sats", "received_ms", "fix_type")
 
 def encode_batch(animal: str, fixes: Sequence[Fix]) -> bytes:
     """One animal's validated fixes as one columnar message (schemas/fix-batch)."""
-    columns = dict(zip(Fix._fields, zip(*fixes, strict=True), strict=True))
+    columns = dict(
+        zip(
+            Fix._fields, zip(*fixes, strict=True) if fixes else [()] * len(Fix._fields), strict=True
+        )
+    )
     doc: dict[str, Any] = {
         "type": "fix-batch",
         ANIMAL: animal,

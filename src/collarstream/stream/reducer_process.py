@@ -313,7 +313,7 @@ class ReducerProcess:
         self._messages: dict[int, int] = {}  # rid -> fix messages of a reduce call
         self.in_flight_messages = 0
         self._answered = asyncio.Event()
-        self._writer: _Pipes | None = None
+        self._pipes: _Pipes | None = None
         self._at_exit: Callable[[], None] | None = None
         self._broken: BaseException | None = None
         self._held: set[bytes] = set()  # keys the child may hold (sent since the last drop)
@@ -391,11 +391,12 @@ class ReducerProcess:
         self._events.clear()
 
     def shutdown(self) -> None:
+        self._broken = self._broken or RuntimeError("shut down")
         for fut in self._waiting.values():
             fut.cancel()
         self._waiting.clear()
-        if self._writer is not None:
-            self._writer.close()
+        if self._pipes is not None:
+            self._pipes.close()
         _stop(self._process, self._to_child, self._from_child)
         if self._at_exit is not None:
             atexit.unregister(self._at_exit)
@@ -408,7 +409,7 @@ class ReducerProcess:
         if self._broken is not None:
             fut.set_exception(RuntimeError(f"the reducer process is gone: {self._broken}"))
             return fut
-        if self._writer is None:
+        if self._pipes is None:
             self._attach(loop)
         self._rid += 1
         self._waiting[self._rid] = fut
@@ -416,14 +417,14 @@ class ReducerProcess:
             self._messages[self._rid] = messages
             self.in_flight_messages += messages
         body = pickle.dumps(_Request(self._rid, op, args), pickle.HIGHEST_PROTOCOL)
-        assert self._writer is not None
-        self._writer.write(_header(len(body)))
-        self._writer.write(body)
+        assert self._pipes is not None
+        self._pipes.write(_header(len(body)))
+        self._pipes.write(body)
         return fut
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve both pipes from the running loop (the first call's)."""
-        self._writer = _Pipes(
+        self._pipes = _Pipes(
             loop, self._to_child.fileno(), self._from_child.fileno(), self._on_answer, self._lost
         )
 
