@@ -103,8 +103,8 @@ def parse_message(raw: bytes, received_ms: int) -> list[Fix]:
     raise AssertionError("unreachable: a fix failed once and then passed")
 
 
-def parse_fix(item: Any, received_ms: int, where: str = "") -> Fix:
-    """One fix, or InvalidFix naming the first problem (prefixed with `where`)."""
+def parse_fix(item: Any, received_ms: int) -> Fix:
+    """One fix, or InvalidFix naming the first problem."""
     if type(item) is dict:
         # The usual fix passes these checks in one go; anything else (an int where a
         # float usually is, a missing field, a bad value) takes the field-by-field checks
@@ -150,36 +150,36 @@ def parse_fix(item: Any, received_ms: int, where: str = "") -> Fix:
                     rec_ms,
                     math.nan if ftype is None else float(ftype),
                 )
-    return _checked_fix(item, received_ms, where)
+    return _checked_fix(item, received_ms)
 
 
 # An upload's fixes share its received-timestamp.
 _received_ms = functools.lru_cache(maxsize=1024)(parse_ms)
 
 
-def _checked_fix(item: Any, received_ms: int, where: str) -> Fix:
+def _checked_fix(item: Any, received_ms: int) -> Fix:
     if not isinstance(item, dict):
-        raise InvalidFix(f"{where}a fix must be a JSON object, got {type(item).__name__}")
+        raise InvalidFix(f"a fix must be a JSON object, got {type(item).__name__}")
     animal = item.get(ANIMAL)
     if not isinstance(animal, str) or not animal.strip() or len(animal) > MAX_ID:
-        raise InvalidFix(f"{where}{ANIMAL} must be a non-empty string of at most {MAX_ID} chars")
+        raise InvalidFix(f"{ANIMAL} must be a non-empty string of at most {MAX_ID} chars")
     tag = item.get(TAG)
     if tag is not None and (isinstance(tag, bool) or not isinstance(tag, str | int)):
-        raise InvalidFix(f"{where}{TAG} must be a string")
-    t_ms = _time(item, TIME, where, required=True)
-    rec = _time(item, RECEIVED, where, required=False)
-    lon = _number(item, LON, where, -180.0, 180.0)
-    lat = _number(item, LAT, where, -90.0, 90.0)
+        raise InvalidFix(f"{TAG} must be a string")
+    t_ms = _time(item, TIME, required=True)
+    rec = _time(item, RECEIVED, required=False)
+    lon = _number(item, LON, -180.0, 180.0)
+    lat = _number(item, LAT, -90.0, 90.0)
     if math.isnan(lon) != math.isnan(lat):
-        raise InvalidFix(f"{where}{LON} and {LAT} must both be present or both be null")
-    hdop = _number(item, HDOP, where, 0.0, 100.0)
-    sats = _number(item, SATS, where, 0.0, 64.0)
+        raise InvalidFix(f"{LON} and {LAT} must both be present or both be null")
+    hdop = _number(item, HDOP, 0.0, 100.0)
+    sats = _number(item, SATS, 0.0, 64.0)
     if not math.isnan(sats) and sats != int(sats):
-        raise InvalidFix(f"{where}{SATS} must be a whole number")
-    height = _number(item, HEIGHT, where, -1000.0, 10000.0)
-    ftype = _number(item, FIX_TYPE, where, 1.0, 3.0)
+        raise InvalidFix(f"{SATS} must be a whole number")
+    height = _number(item, HEIGHT, -1000.0, 10000.0)
+    ftype = _number(item, FIX_TYPE, 1.0, 3.0)
     if not math.isnan(ftype) and ftype != int(ftype):
-        raise InvalidFix(f"{where}{FIX_TYPE} must be 1 (no fix), 2 (2-D) or 3 (3-D)")
+        raise InvalidFix(f"{FIX_TYPE} must be 1 (no fix), 2 (2-D) or 3 (3-D)")
     return Fix(
         animal,
         "" if tag is None else str(tag),
@@ -194,32 +194,32 @@ def _checked_fix(item: Any, received_ms: int, where: str) -> Fix:
     )
 
 
-def _time(item: dict[str, Any], key: str, where: str, required: bool) -> int | None:
+def _time(item: dict[str, Any], key: str, required: bool) -> int | None:
     v = item.get(key)
     if v is None:
         if required:
-            raise InvalidFix(f"{where}{key} is required")
+            raise InvalidFix(f"{key} is required")
         return None
     if not isinstance(v, str):
-        raise InvalidFix(f"{where}{key} must be an ISO 8601 UTC string")
+        raise InvalidFix(f"{key} must be an ISO 8601 UTC string")
     try:
         return parse_ms(v)
     except ValueError as exc:
-        raise InvalidFix(f"{where}{key}: {exc}") from exc
+        raise InvalidFix(f"{key}: {exc}") from exc
 
 
-def _number(item: dict[str, Any], key: str, where: str, lo: float, hi: float) -> float:
+def _number(item: dict[str, Any], key: str, lo: float, hi: float) -> float:
     v = item.get(key)
     if v is None:
         return math.nan
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise InvalidFix(f"{where}{key} must be a number or null, got {type(v).__name__}")
+        raise InvalidFix(f"{key} must be a number or null, got {type(v).__name__}")
     try:
         f = float(v)
     except OverflowError:
         f = math.inf
     if not math.isfinite(f) or not lo <= f <= hi:
-        raise InvalidFix(f"{where}{key}={v} is out of range [{lo:g}, {hi:g}]")
+        raise InvalidFix(f"{key}={v} is out of range [{lo:g}, {hi:g}]")
     return f
 
 

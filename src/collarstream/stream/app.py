@@ -217,10 +217,9 @@ def build_app(settings: Settings) -> CollarApp:
     reduced: asyncio.Queue[Any] = asyncio.Queue()
     in_flight_limit = IN_FLIGHT_BATCHES * settings.batch_max
 
-    reducing = 0  # reduce calls in flight (the tracking stage's)
-
     def fixes_pending() -> bool:
-        return reducing > 0 or len(raw_in) > 0 or len(fixes_in) > 0 or not reduced.empty()
+        busy = reducer.calls_in_flight > 0 or not reduced.empty()
+        return busy or len(raw_in) > 0 or len(fixes_in) > 0
 
     async def flush_states() -> None:
         await app.producer.flush()  # the outputs of the states written next are out
@@ -322,7 +321,6 @@ def build_app(settings: Settings) -> CollarApp:
         return int(partitioner(key, all_partitions, all_partitions))
 
     async def track() -> None:
-        nonlocal reducing
         while True:
             while reducer.in_flight_messages >= in_flight_limit:
                 await reducer.answered()
@@ -340,27 +338,22 @@ def build_app(settings: Settings) -> CollarApp:
             if not grouped:  # nothing to reduce; done in order, after the emitter's
                 await reduced.put((mark, None, []))
                 continue
-            # Submitted now, awaited by the emitter: the reducer's process starts this
-            # call the moment it finishes the one before, not after the loop has come
-            # back for its result and sent it (the call runs while that happens).
-            reducing += 1
+            # Written to the reducer's pipe now, awaited by the emitter: the child takes it
+            # (with whatever else waits) the moment it finishes the call before, not after
+            # the loop has come back for that one's result and sent it.
             call = reducer.reduce(
                 [(key, [ev.message.value for ev in evs]) for key, evs in grouped.items()]
             )
             await reduced.put((mark, call, [(key, evs[-1]) for key, evs in grouped.items()]))
 
     async def emit() -> None:
-        nonlocal reducing
         # Each animal's last event over the calls whose outputs are still to come: a call
         # the child reduced together with later ones (MERGED) is answered by the last.
         lasts: dict[bytes, Any] = {}
         while True:
             mark, call, call_lasts = await reduced.get()
             if call is not None:
-                try:
-                    answer = await call
-                finally:
-                    reducing -= 1
+                answer = await call
                 lasts.update(call_lasts)
                 if answer is MERGED:
                     continue  # nor done: that waits for the outputs, with the last call's

@@ -183,8 +183,6 @@ class Merged:
     """What a reduce call answers when the child reduced it together with later calls:
     its outputs come with the last of them (`ReducerProcess.reduce`)."""
 
-    __repr__ = object.__repr__
-
 
 MERGED = Merged()
 # A reduce call's answer: this state version's number and, per animal (key), what to send.
