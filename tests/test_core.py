@@ -424,6 +424,124 @@ def test_newest_outlier_is_provisional() -> None:
     assert not out[3]
 
 
+_PROFILES = (
+    PROFILE,
+    quality.Profile("strict", max_speed_mps=0.5, max_hdop=2.0, min_satellites=5, min_fix_type=3),
+    quality.Profile("no-tolerance", max_speed_mps=20.0, near_duplicate_s=0.0),
+)
+
+
+def _static_by_loop(rows: list[tuple[float, ...]], p: quality.Profile) -> list[int]:
+    """`static_flags`' documented rules, one fix and one group at a time."""
+
+    def fin(v: float) -> bool:
+        return math.isfinite(v)
+
+    def missing(r: tuple[float, ...]) -> bool:
+        return not (fin(r[1]) and fin(r[2])) or (r[1] == 0.0 and r[2] == 0.0)
+
+    def rank(i: int) -> tuple[float, ...]:
+        _, _, _, hdop, sats, ftype = rows[i]
+        return (
+            missing(rows[i]),
+            -(ftype if fin(ftype) else 0.0),
+            hdop if fin(hdop) else 1e9,
+            -(sats if fin(sats) else 0.0),
+            i,
+        )
+
+    flags = [0] * len(rows)
+    for i, (_, _, _, hdop, sats, ftype) in enumerate(rows):
+        flags[i] |= int(quality.MISSING_COORDS) * missing(rows[i])
+        flags[i] |= int(quality.POOR_HDOP) * (fin(hdop) and hdop > p.max_hdop)
+        flags[i] |= int(quality.FEW_SATELLITES) * (fin(sats) and sats < p.min_satellites)
+        flags[i] |= int(quality.POOR_FIX_TYPE) * (fin(ftype) and ftype < p.min_fix_type)
+
+    def groups(joined: Any) -> list[list[int]]:
+        out: list[list[int]] = []
+        for i in range(len(rows)):
+            if out and joined(rows[out[-1][-1]][0], rows[i][0]):
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
+    for g in groups(lambda a, b: a == b):
+        for i in set(g) - {min(g, key=rank)}:
+            flags[i] |= int(quality.DUPLICATE)
+    tol = int(p.near_duplicate_s * 1000)
+    if tol > 0:
+        for g in groups(lambda a, b: b - a < tol):
+            for i in set(g) - {min(g, key=rank)}:
+                flags[i] |= int(quality.NEAR_DUPLICATE) * (not flags[i] & quality.DUPLICATE)
+    return flags
+
+
+def _outliers_by_loop(
+    t: list[int], lon: list[float], lat: list[float], max_mps: float
+) -> list[bool]:
+    """`speed_outliers`' documented rule over one track's candidates, fix by fix."""
+    n = len(t)
+    fast = []
+    for k in range(n - 1):
+        (d, _, _), dt = inverse([lon[k]], [lat[k]], [lon[k + 1]], [lat[k + 1]]), t[k + 1] - t[k]
+        fast.append(bool(d[0] > max_mps * max(dt / 1000.0, 1e-3)))
+    bad = [k > 0 and k < n - 1 and fast[k - 1] and fast[k] for k in range(n)]
+    if n >= 2:
+        bad[-1] = fast[-1]
+    if n >= 3:
+        bad[0] = fast[0] and not fast[1]
+    return bad
+
+
+_QUALITY_ROW = st.tuples(
+    st.integers(0, 40),  # time step from the previous fix, in 10 s units (0: same instant)
+    st.sampled_from([77.0, 77.001, 77.2, 0.0, math.nan]),
+    st.sampled_from([43.0, 43.001, 43.5, 0.0]),
+    st.sampled_from([0.8, 2.5, 12.0, math.nan]),
+    st.sampled_from([2.0, 4.0, 8.0, math.nan]),
+    st.sampled_from([1.0, 2.0, 3.0, math.nan]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tracks=st.lists(
+        st.tuples(st.integers(0, 2), st.lists(_QUALITY_ROW, max_size=9)), min_size=1, max_size=5
+    ),
+    start=st.integers(0, 1_000_000) | st.just(T0),
+)
+def test_many_tracks_flagged_together_as_each_alone(
+    tracks: list[tuple[int, list[tuple[Any, ...]]]], start: int
+) -> None:
+    """`static_flags_many` and `speed_outliers_many` judge each track as the rules say for
+    it alone, with its own profile: no duplicate, chain or speed pair spans two tracks,
+    though the tracks overlap in time (each starts at `start`)."""
+    profiles = [_PROFILES[k] for k, _ in tracks]
+    per = []
+    for _, steps in tracks:
+        t = (start + np.cumsum([10_000 * k for k, *_ in steps], dtype=np.int64)).tolist()
+        per.append([(ti, *row[1:]) for ti, row in zip(t, steps, strict=True)])
+    rows = [r for track in per for r in track]
+    cols = [np.asarray([r[j] for r in rows], np.int64 if j == 0 else np.float64) for j in range(6)]
+    bounds = np.cumsum([0] + [len(track) for track in per])
+    got = quality.static_flags_many(*cols, bounds, profiles).tolist()
+    want = [f for track, p in zip(per, profiles, strict=True) for f in _static_by_loop(track, p)]
+    assert got == want
+    candidate = np.asarray(got) == 0
+    out = quality.speed_outliers_many(
+        cols[0], cols[1], cols[2], candidate, bounds, [p.max_speed_mps for p in profiles]
+    )
+    for k, p in enumerate(profiles):
+        idx = bounds[k] + np.flatnonzero(candidate[bounds[k] : bounds[k + 1]])
+        bad = _outliers_by_loop(
+            cols[0][idx].tolist(), cols[1][idx].tolist(), cols[2][idx].tolist(), p.max_speed_mps
+        )
+        assert out[bounds[k] : bounds[k + 1]].tolist() == [
+            i in set(idx[bad].tolist()) for i in range(bounds[k], bounds[k + 1])
+        ]
+
+
 # ----------------------------------------------------------------------------- countries
 
 
@@ -503,7 +621,8 @@ def test_crossings_screened_by_distance_are_all_crossings(seed: int, spread_deg:
     x1, y1 = x0 + rng.normal(0, spread_deg, n), y0 + rng.normal(0, spread_deg, n)
     got = COUNTRIES.crossings(x0, y0, x1, y1)
     want = COUNTRIES._crossings(x0, y0, x1, y1)
-    assert len(want) > 0 or spread_deg < 0.1
+    # (Steps of ~0.1° can all miss the borders: seed 1_750_003_846 drew no crossing.)
+    assert len(want) > 0 or spread_deg <= 0.1
     for name in ("step", "order", "count", "from_idx", "to_idx"):
         assert np.array_equal(getattr(got, name), getattr(want, name)), name
     # (Fractions along the step sum over the batch's densified vertices: the same to
@@ -1023,7 +1142,7 @@ def test_gap_screen_is_exactly_the_silence_conditions(
         batch = FixBatch(t, lon, lat, np.ones(t.size), np.full(t.size, 9.0), received)
         cut = data.draw(st.integers(0, t.size - 1) | st.integers(t.size * 2 // 3, t.size - 1))
         state, _ = advance(TrackState.new(f"leo-{k}"), _rows(batch, 0, cut), ctx)
-        plan = track_mod._plan(state, _rows(batch, cut, t.size), ctx)
+        (plan,) = track_mod._plans([(state, _rows(batch, cut, t.size))], ctx)
         assert plan is not None
         plans.append(plan)
     screened = track_mod._gap_screen(plans, ctx)

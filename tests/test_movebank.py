@@ -143,6 +143,13 @@ def test_format_is_what_a_datetime_says(ms: int) -> None:
     assert format_movebank_timestamp(ms) == f"{date} {clock}"
 
 
+@given(st.lists(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)))
+def test_formatting_many_is_formatting_each(ms: list[int]) -> None:
+    """The reducer formats a few timestamps one by one and many with numpy's formatter:
+    a step's text must not depend on how many steps a call makes."""
+    assert timefmt.iso_many(np.asarray(ms, np.int64)) == [format_timestamp(v) for v in ms]
+
+
 @given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))
 def test_timestamp_round_trip(ms: int) -> None:
     assert parse_timestamp(format_timestamp(ms)) == ms

@@ -6,6 +6,7 @@ home range. Flags are bits so one fix can carry several reasons.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,20 +88,50 @@ def static_flags(
     """
     n = t_ms.size
     ftype = np.full(n, np.nan) if fix_type is None else fix_type
+    return static_flags_many(t_ms, lon, lat, hdop, sats, ftype, np.array([0, n]), [profile])
+
+
+def static_flags_many(
+    t_ms: IntArray,
+    lon: FloatArray,
+    lat: FloatArray,
+    hdop: FloatArray,
+    sats: FloatArray,
+    fix_type: FloatArray,
+    bounds: IntArray,
+    profiles: Sequence[Profile],
+) -> FlagArray:
+    """`static_flags` of many tracks in one pass: track k is rows bounds[k]:bounds[k + 1]
+    (each sorted by time), judged with profiles[k]; fix_type NaN where unknown. No two
+    tracks' fixes are ever duplicates of each other."""
+    n = t_ms.size
+    sizes = np.diff(bounds)
+
+    def each(values: Sequence[float]) -> FloatArray:
+        return np.repeat(np.asarray(values, np.float64), sizes)
+
     flags = np.zeros(n, dtype=np.uint16)
     missing = ~np.isfinite(lon) | ~np.isfinite(lat) | ((lon == 0.0) & (lat == 0.0))
     flags[missing] |= MISSING_COORDS
-    flags[np.isfinite(hdop) & (hdop > profile.max_hdop)] |= POOR_HDOP
-    flags[np.isfinite(sats) & (sats < profile.min_satellites)] |= FEW_SATELLITES
-    flags[np.isfinite(ftype) & (ftype < profile.min_fix_type)] |= POOR_FIX_TYPE
+    flags[np.isfinite(hdop) & (hdop > each([p.max_hdop for p in profiles]))] |= POOR_HDOP
+    few = np.isfinite(sats) & (sats < each([p.min_satellites for p in profiles]))
+    flags[few] |= FEW_SATELLITES
+    poor = np.isfinite(fix_type) & (fix_type < each([p.min_fix_type for p in profiles]))
+    flags[poor] |= POOR_FIX_TYPE
     if n > 1:
-        score = _quality_order(missing, ftype, hdop, sats)
-        flags[_not_best(t_ms, t_ms, score)] |= DUPLICATE
-        tol = int(profile.near_duplicate_s * 1000)
-        if tol > 0:
-            breaks = np.concatenate([[True], np.diff(t_ms) >= tol])
+        tols = [int(p.near_duplicate_s * 1000) for p in profiles]
+        # Each track lifted above the one before by more than any span of times (and
+        # tolerance): an instant, or a chain of close fixes, never spans two tracks.
+        span = int(t_ms.max()) - int(t_ms.min()) + max(max(tols), 0) + 1
+        t = t_ms + np.repeat(np.arange(sizes.size, dtype=np.int64) * span, sizes)
+        score = _quality_order(missing, fix_type, hdop, sats)
+        flags[_not_best(t, t, score)] |= DUPLICATE
+        if any(tol > 0 for tol in tols):
+            tol = np.repeat(np.asarray(tols, np.int64), sizes)
+            # (Times are sorted: a track without a tolerance breaks at every fix.)
+            breaks = np.concatenate([[True], np.diff(t) >= tol[1:]])
             group = np.cumsum(breaks)
-            near = _not_best(group, t_ms, score) & ((flags & DUPLICATE) == 0)
+            near = _not_best(group, t, score) & ((flags & DUPLICATE) == 0)
             flags[near] |= NEAR_DUPLICATE
     return flags
 
@@ -145,17 +176,43 @@ def speed_outliers(
     speed into it alone (provisionally: the next fix may clear it); the oldest on the
     speed out of it, and only when the fix after it is confirmed by its own successor.
     """
+    bounds = np.array([0, t_ms.size])
+    return speed_outliers_many(t_ms, lon, lat, candidate, bounds, [max_speed_mps])
+
+
+def speed_outliers_many(
+    t_ms: IntArray,
+    lon: FloatArray,
+    lat: FloatArray,
+    candidate: npt.NDArray[np.bool_],
+    bounds: IntArray,
+    max_speed_mps: Sequence[float],
+) -> npt.NDArray[np.bool_]:
+    """`speed_outliers` of many tracks in one pass (track k: rows bounds[k]:bounds[k + 1],
+    judged at max_speed_mps[k]); a fix is judged only on candidates of its own track."""
     idx = np.flatnonzero(candidate)
     out = np.zeros(t_ms.size, dtype=bool)
     if idx.size < 2:
         return out
-    dist, _, _ = inverse(lon[idx[:-1]], lat[idx[:-1]], lon[idx[1:]], lat[idx[1:]])
-    dt = (t_ms[idx[1:]] - t_ms[idx[:-1]]) / 1000.0
-    fast = dist > max_speed_mps * np.maximum(dt, 1e-3)
-    bad = np.zeros(idx.size, dtype=bool)
-    bad[1:-1] = fast[:-1] & fast[1:]
-    bad[-1] = fast[-1]
-    if idx.size >= 3:
-        bad[0] = fast[0] and not fast[1]
+    track = np.searchsorted(bounds, idx, side="right") - 1
+    # Consecutive candidates k, k + 1 of one track make pair k.
+    same = track[1:] == track[:-1]
+    p = np.flatnonzero(same)
+    a, b = idx[p], idx[p + 1]
+    dist, _, _ = inverse(lon[a], lat[a], lon[b], lat[b])
+    dt = (t_ms[b] - t_ms[a]) / 1000.0
+    limit = np.asarray(max_speed_mps, np.float64)[track[p]]
+    fast = np.zeros(idx.size + 1, dtype=bool)  # fast[k]: pair k (one spare at the end)
+    fast[p] = dist > limit * np.maximum(dt, 1e-3)
+    has_in = np.concatenate([[False], same])
+    has_out = np.concatenate([same, [False]])
+    into, out_of = np.concatenate([[False], fast[:-2]]), fast[:-1]
+    # The oldest fix of a track with three or more candidates: fast out, not fast after.
+    third = np.concatenate([same[1:], [False, False]])
+    bad = np.where(
+        has_in,
+        into & (out_of | ~has_out),  # interior: both ways; newest: the way in
+        has_out & third & out_of & ~fast[1:],
+    )
     out[idx[bad]] = True
     return out

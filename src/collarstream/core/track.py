@@ -214,7 +214,7 @@ def advance_many(
     are found in one vectorized pass each over all of them (`_find`), not in one small
     call per animal per kind: a live animal brings one or two fixes a call, and numpy's
     fixed cost per call would be most of the work."""
-    plans = [_plan(state, batch, ctx) for state, batch in items]
+    plans = _plans(items, ctx)
     found = iter(_find([p for p in plans if p is not None], ctx))
     out = []
     for (state, _), plan in zip(items, plans, strict=True):
@@ -250,24 +250,30 @@ class _Plan(NamedTuple):
         return self.good[: self.start]
 
 
-def _plan(state: TrackState, batch: FixBatch, ctx: Context) -> _Plan | None:
-    """Merge and flag; the fix to recompute from and the good fixes from there on.
-    None: nothing new."""
-    merged, first_new = _merge(state, batch)
-    if first_new is None:
-        return None
-    profile = ctx.profile_for(state.animal)
-    flags = _flags(merged, first_new, profile)
-    # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
-    changed = np.flatnonzero(merged.flags != flags)
-    start = min(first_new, int(changed[0])) if changed.size else first_new
-    merged = evolve(merged, flags=flags)
-    good_idx = np.flatnonzero(flags == 0)
-    # Recompute from a few good fixes back; over-inclusion is harmless (diffed below).
-    k = int(np.searchsorted(good_idx, start)) - CONTEXT_FIXES
-    r = int(good_idx[max(k, 0)]) if good_idx.size else start
-    r = min(r, start)
-    return _Plan(merged, r, good_idx[np.searchsorted(good_idx, r) :], profile, good_idx)
+def _plans(items: Sequence[tuple[TrackState, FixBatch]], ctx: Context) -> list[_Plan | None]:
+    """Merge and flag (all animals' flags in one pass, `_flags_many`); per animal the fix
+    to recompute from and the good fixes from there on. None: nothing new."""
+    merges = [_merge(state, batch) for state, batch in items]
+    fresh = [(m, first, ctx.profile_for(m.animal)) for m, first in merges if first is not None]
+    flagged = iter(_flags_many(fresh))
+    out: list[_Plan | None] = []
+    for merged, first_new in merges:
+        if first_new is None:
+            out.append(None)
+            continue
+        flags = next(flagged)
+        # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
+        changed = np.flatnonzero(merged.flags != flags)
+        start = min(first_new, int(changed[0])) if changed.size else first_new
+        merged = evolve(merged, flags=flags)
+        good_idx = np.flatnonzero(flags == 0)
+        # Recompute from a few good fixes back; over-inclusion is harmless (diffed below).
+        k = int(np.searchsorted(good_idx, start)) - CONTEXT_FIXES
+        r = int(good_idx[max(k, 0)]) if good_idx.size else start
+        r = min(r, start)
+        profile = ctx.profile_for(merged.animal)
+        out.append(_Plan(merged, r, good_idx[np.searchsorted(good_idx, r) :], profile, good_idx))
+    return out
 
 
 @dataclass(frozen=True)
@@ -450,40 +456,97 @@ def _immobility(
     return [(tr.carry, im) for tr, im in zip(tracks, out, strict=True)]
 
 
-def _flags(s: TrackState, first_new: int, profile: quality.Profile) -> npt.NDArray[np.uint16]:
-    """Quality flags of the merged track, recomputed only where new fixes can change them
-    (the same as judging the whole track: `static_flags` groups fixes chained closer
-    than the near-duplicate tolerance, and a speed outlier is judged by its neighbouring
-    candidates). Rows of `s` before `first_new` hold their flags from the last call."""
-    t = s.t_ms
-    old = s.flags
-    # Static flags: from the start of the chain of close fixes the first new one joins.
-    tol = max(int(profile.near_duplicate_s * 1000), 1)
-    brk = np.flatnonzero(np.diff(t[: first_new + 1]) >= tol)
-    lo = int(brk[-1]) + 1 if brk.size else 0
-    static = old & np.uint16(~quality.IMPOSSIBLE_SPEED & 0xFFFF)
-    static[lo:] = quality.static_flags(
-        t[lo:],
-        s.lon[lo:],
-        s.lat[lo:],
-        s.hdop[lo:],
-        s.sats[lo:],
-        profile,
-        None if s.fix_type is None else s.fix_type[lo:],
+_IMPOSSIBLE = np.uint16(quality.IMPOSSIBLE_SPEED)
+_STATIC = np.uint16(~quality.IMPOSSIBLE_SPEED & 0xFFFF)  # every flag but the speed one
+# How far back from the recomputed flags `_flags_many` first looks for good fixes.
+_LOOK_BACK = 32
+
+
+def _flags_many(
+    items: Sequence[tuple[TrackState, int, quality.Profile]],
+) -> list[npt.NDArray[np.uint16]]:
+    """Quality flags of each merged track (rows of a track before `first_new` hold their
+    flags from the last call), recomputed only where new fixes can change them: the same
+    as judging the whole track. `static_flags` groups fixes chained closer than the
+    near-duplicate tolerance, so static flags are recomputed from the start of the chain
+    the first new fix joins; a speed outlier is judged by its neighbouring candidates.
+    All tracks' windows are judged together (`quality.static_flags_many`,
+    `quality.speed_outliers_many`): a live call brings one fix an animal, and small
+    per-animal calls were most of the work."""
+    if not items:
+        return []
+    tracks = [s for s, _, _ in items]
+    los = [_chain_start(s.t_ms, first_new, profile) for s, first_new, profile in items]
+
+    def tails(names: Sequence[str], starts: Sequence[int]) -> Iterator[npt.NDArray[Any]]:
+        pairs = list(zip(tracks, starts, strict=True))
+        for name in names:
+            yield np.concatenate([getattr(s, name)[a:] for s, a in pairs])
+
+    static = quality.static_flags_many(
+        *tails(("t_ms", "lon", "lat", "hdop", "sats"), los),
+        np.concatenate([s.fix_types()[lo:] for s, lo in zip(tracks, los, strict=True)]),
+        _bounds([len(s) - lo for s, lo in zip(tracks, los, strict=True)]),
+        [p for _, _, p in items],
     )
     # Speed outliers: a candidate is judged on the candidates before and after it (the
     # oldest of the track on the two after it). With three candidates before `lo`, p3 <
     # p2 < p1, only p1 onwards can change; judge from p2 (whose verdict in the window,
     # by the oldest-fix rule, is discarded) so p1 is judged with its true predecessor.
-    before = np.flatnonzero(static[:lo] == 0)
-    w, keep = (int(before[-2]), int(before[-1])) if before.size >= 3 else (0, 0)
-    out = quality.speed_outliers(
-        t[w:], s.lon[w:], s.lat[w:], static[w:] == 0, profile.max_speed_mps
+    news, ws, keeps, candidates = [], [], [], []
+    at = 0
+    for s, lo in zip(tracks, los, strict=True):
+        new = static[at : at + len(s) - lo]
+        at += len(s) - lo
+        before = _last_good(s.flags, lo)
+        w, keep = (int(before[-2]), int(before[-1])) if before.size >= 3 else (0, 0)
+        news.append(new)
+        ws.append(w)
+        keeps.append(keep)
+        candidates.append(np.concatenate([(s.flags[w:lo] & _STATIC) == 0, new == 0]))
+    out = quality.speed_outliers_many(
+        *tails(("t_ms", "lon", "lat"), ws),
+        np.concatenate(candidates),
+        _bounds([c.size for c in candidates]),
+        [p.max_speed_mps for _, _, p in items],
     )
-    flags = static
-    flags[:keep] |= old[:keep] & np.uint16(quality.IMPOSSIBLE_SPEED)
-    flags[keep:][out[keep - w :]] |= np.uint16(quality.IMPOSSIBLE_SPEED)
-    return flags
+    result = []
+    at = 0
+    for s, lo, new, w, keep in zip(tracks, los, news, ws, keeps, strict=True):
+        fast = out[at + keep - w : at + len(s) - w]
+        at += len(s) - w
+        flags = s.flags.copy()  # before `keep`: as they were, the speed flag included
+        flags[keep:lo] &= _STATIC
+        flags[lo:] = new
+        flags[keep:][fast] |= _IMPOSSIBLE
+        result.append(flags)
+    return result
+
+
+def _chain_start(t: IntArray, first_new: int, profile: quality.Profile) -> int:
+    """Start of the chain of fixes closer than the near-duplicate tolerance that fix
+    `first_new` joins (`quality.static_flags` judges such a chain as a whole)."""
+    tol = max(int(profile.near_duplicate_s * 1000), 1)
+    if first_new == 0:
+        return 0
+    if int(t[first_new]) - int(t[first_new - 1]) >= tol:
+        return first_new  # the usual case: the new fix starts a chain of its own
+    brk = np.flatnonzero(np.diff(t[: first_new + 1]) >= tol)
+    return int(brk[-1]) + 1 if brk.size else 0
+
+
+def _last_good(flags: npt.NDArray[np.uint16], lo: int) -> IntArray:
+    """Rows before `lo` without static flags; at least the last three, if there are."""
+    near = max(lo - _LOOK_BACK, 0)
+    found = near + np.flatnonzero((flags[near:lo] & _STATIC) == 0)
+    if found.size >= 3 or near == 0:
+        return found
+    return np.flatnonzero((flags[:lo] & _STATIC) == 0)
+
+
+def _bounds(sizes: Sequence[int]) -> IntArray:
+    """Row bounds of consecutive parts of the given sizes: [0, s0, s0 + s1, ...]."""
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
 
 def _merge(state: TrackState, b: FixBatch) -> tuple[TrackState, int | None]:
@@ -764,8 +827,7 @@ def _step_events(s: TrackState, st: Any) -> list[Event]:
         return []
     i0, i1 = st.i0, st.i1
     t0, t1 = s.t_ms[i0], s.t_ms[i1]
-    iso0, iso1 = iso_many(t0), iso_many(t1)
-    burst = iso_many(st.burst_start_ms)
+    iso0, iso1, burst = (_isos(t) for t in (t0, t1, st.burst_start_ms))
     heading = np.round(st.heading_deg, 6) % 360.0
     turn = np.round(st.turn_deg, 6)
     turn = np.where(turn <= -180.0, turn + 360.0, turn)  # (-180, 180], as wrap180
@@ -809,6 +871,14 @@ def _step_events(s: TrackState, st: Any) -> list[Event]:
         }
         for a, b, ia, ib, x0, y0, x1, y1, d, dt, v, h, ta, bs in cols
     ]
+
+
+def _isos(t_ms: IntArray) -> list[str]:
+    """`iso` of each: per value for a few (a live call's one or two steps), where numpy's
+    formatter costs more to set up than it saves."""
+    if t_ms.size <= 4:
+        return [iso(t) for t in t_ms.tolist()]
+    return iso_many(t_ms)
 
 
 def alert_event(
@@ -869,6 +939,9 @@ def _crossing_events(
 ) -> list[Event]:
     if layer is None or gi.size < 2:
         return []
+    country = facts.points.country
+    if len(facts.pairs) == 0 and bool((country[1:] == country[:-1]).all()):
+        return []  # no step crosses, and no gap joins two countries (the usual call)
     out: list[Event] = []
     # A step joins consecutive good fixes: pair p = (gi[p], gi[p + 1]) is step j or none.
     p = np.searchsorted(gi, steps.i0)
@@ -906,7 +979,7 @@ def _crossing_events(
                 },
             )
         )
-    out += _gap_crossings(s, steps, gi, layer, facts.points.country)
+    out += _gap_crossings(s, steps, gi, layer, country)
     return out
 
 
