@@ -27,7 +27,7 @@ import shapely
 from shapely import STRtree
 
 from collarstream.core.countries import CountryLayer, chunk_runs
-from collarstream.core.episodes import Transitions, latch, transitions
+from collarstream.core.episodes import Transitions, latch_runs
 from collarstream.core.geodesy import forward, inverse, search_box_deg
 from collarstream.core.laea import A_M, FLATTENING
 from collarstream.core.steps import wrap180
@@ -309,26 +309,65 @@ def approach(
     fixes [r:] equals rows [r:] of the whole-track result. ``carry=None`` means no prior
     fix: not active, no crossing at the first fix.
     """
-    heading_deg = np.asarray(heading_deg, np.float64)
-    if step_m is not None:
-        heading_deg = np.where(np.asarray(step_m) >= min_step_m, heading_deg, np.nan)
     country = np.asarray(country, np.int64)
     dist = (
         border_distance(lines, lon, lat, country, within_m + hysteresis_m)
         if distance is None
         else distance
     )
-    off = np.abs(wrap180(heading_deg - dist.azimuth_deg))
-    toward = (off <= cone_deg) & (dist.dist_m <= within_m)  # NaN compares False
-    prev_country = (
-        np.concatenate([[country[0] if carry is None else carry.country], country[:-1]])
-        if country.size
-        else country
+    if step_m is None:
+        step_m = np.full(country.size, np.inf)
+    toward, active, before, crossed = approach_many(
+        np.asarray(heading_deg, np.float64),
+        np.asarray(step_m, np.float64),
+        country,
+        dist.dist_m,
+        dist.azimuth_deg,
+        np.array([0, country.size]),
+        np.array([False if carry is None else carry.active]),
+        np.array([-2 if carry is None else carry.country]),
+        within_m,
+        hysteresis_m,
+        cone_deg,
+        min_step_m,
     )
+    on, off = np.flatnonzero(active & ~before), np.flatnonzero(~active & before)
+    return Approach(toward, active, on, off, crossed[off], dist)
+
+
+NO_CARRY = -2  # approach_many's carried country of a track without a fix before
+
+
+def approach_many(
+    heading_deg: FloatArray,
+    step_m: FloatArray,
+    country: IntArray,
+    dist_m: FloatArray,
+    azimuth_deg: FloatArray,
+    bounds: IntArray,
+    was_active: BoolArray,
+    was_country: IntArray,
+    within_m: float = WITHIN_M,
+    hysteresis_m: float = HYSTERESIS_M,
+    cone_deg: float = CONE_DEG,
+    min_step_m: float = MIN_STEP_M,
+) -> tuple[BoolArray, BoolArray, BoolArray, BoolArray]:
+    """`approach` of many animals' fixes at once (track m: rows bounds[m]:bounds[m + 1],
+    carried in with `was_active[m]` and `was_country[m]`, NO_CARRY for none; `dist_m`
+    and `azimuth_deg` from each fix's `BorderDistance`): per fix, heading toward the
+    border, in an episode, in an episode before it, and crossed."""
+    heading = np.where(step_m >= min_step_m, heading_deg, np.nan)
+    off = np.abs(wrap180(heading - azimuth_deg))
+    toward = (off <= cone_deg) & (dist_m <= within_m)  # NaN compares False
+    sizes = np.diff(bounds)
+    prev_country = np.empty_like(country)
+    prev_country[1:] = country[:-1]
+    first = bounds[:-1][sizes > 0]
+    carried = np.asarray(was_country, np.int64)[sizes > 0]
+    prev_country[first] = np.where(carried == NO_CARRY, country[first], carried)
     crossed = country != prev_country
-    stay = (dist.dist_m <= within_m + hysteresis_m) & ~crossed
+    stay = (dist_m <= within_m + hysteresis_m) & ~crossed
     enter = toward & ~crossed
-    was = False if carry is None else carry.active
-    active = latch(enter, stay & ~crossed, was)
-    tr = transitions(active, was)
-    return Approach(toward, active, tr.on, tr.off, crossed[tr.off], dist)
+    was = np.asarray(was_active, dtype=bool)[:, None]
+    active, before = latch_runs(enter[:, None], stay[:, None], bounds, was, np.ones(was.size, bool))
+    return toward, active[:, 0], before[:, 0], crossed

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from collarstream.core.episodes import latch, transitions
+from collarstream.core.episodes import latch, latch_runs, transitions
 from collarstream.core.zones import UrbanFence, Zone
 
 FloatArray = npt.NDArray[np.float64]
@@ -83,13 +83,41 @@ def columns_membership(
     e = np.empty(0, dtype=np.int64)
     if n == 0 or k == 0:
         return AreaMembership(np.zeros((n, k), dtype=bool), e, e.copy(), e.copy(), e.copy())
-    prior = stay[0] if carry is None else np.asarray(carry, dtype=bool)
-    stay = stay | enter  # a fix that sets also keeps (see episodes.latch)
-    idx = np.arange(n)[:, None]
-    last_set = np.maximum.accumulate(np.where(enter, idx, -1), axis=0)
-    last_reset = np.maximum.accumulate(np.where(stay, -1, idx), axis=0)
-    inside = np.where((last_set == -1) & (last_reset == -1), prior[None, :], last_set > last_reset)
-    prev = np.vstack([inside[:1] if carry is None else prior[None, :], inside[:-1]])
+    inside, prev = membership_runs(
+        enter, stay, np.array([0, n]), [None if carry is None else tuple(carry)]
+    )
+    return area_transitions(inside, prev)
+
+
+def membership_runs(
+    enter: npt.NDArray[np.bool_],
+    stay: npt.NDArray[np.bool_],
+    bounds: IntArray,
+    carry: Sequence[tuple[bool, ...] | None],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """`columns_membership` of many animals' fixes at once (animal m: rows
+    bounds[m]:bounds[m + 1], carried in with carry[m]): membership after each fix, and
+    before it (`episodes.latch_runs`)."""
+    k = enter.shape[1]
+    # carry None: the first fix counts as inside when within the widened polygon.
+    firsts = zip(bounds[:-1].tolist(), bounds[1:].tolist(), carry, strict=True)
+    prior = np.array(
+        [(stay[a] if a < b else [False] * k) if c is None else c for a, b, c in firsts],
+        dtype=bool,
+    ).reshape(len(carry), k)
+    news = np.array([c is not None for c in carry], dtype=bool)
+    return latch_runs(enter, stay, bounds, prior, news)
+
+
+def quiet_membership(inside: npt.NDArray[np.bool_]) -> AreaMembership:
+    """Membership without a transition (what `area_transitions` finds when nothing
+    changed), without looking."""
+    e = np.empty(0, dtype=np.int64)
+    return AreaMembership(inside, e, e, e, e)
+
+
+def area_transitions(inside: npt.NDArray[np.bool_], prev: npt.NDArray[np.bool_]) -> AreaMembership:
+    """Exits and enters, area by area, each in fix order."""
     exit_area, exit_fix = np.nonzero((~inside & prev).T)
     enter_area, enter_fix = np.nonzero((inside & ~prev).T)
     return AreaMembership(

@@ -26,7 +26,13 @@ from collarstream.core import excursion as excursion_mod
 from collarstream.core import fixfacts, quality
 from collarstream.core import immobility as immobility_mod
 from collarstream.core import silence as silence_mod
-from collarstream.core.areas import ProtectedAreas
+from collarstream.core.areas import (
+    AreaMembership,
+    ProtectedAreas,
+    area_transitions,
+    membership_runs,
+    quiet_membership,
+)
 from collarstream.core.countries import CountryLayer, Crossings
 from collarstream.core.frozen import evolve
 from collarstream.core.geodesy import inverse
@@ -333,22 +339,115 @@ class _Found(NamedTuple):
     away: excursion_mod.Excursions | None
     still: _Still | None
     gaps: bool  # a gap a silence or a withdrawn timer silence may hold (`_gap_screen`)
+    near: _Near | None  # border approach
+    areas: AreaMembership | None  # protected areas
 
 
 def _find(plans: Sequence[_Plan], ctx: Context) -> list[_Found]:
     facts = list(_facts(plans, ctx))
     suffixes = _suffixes(plans, ctx)
+    steps = _steps(plans, facts)
     return [
-        _Found(f, st, cont, away, still, gaps)
-        for f, (st, cont), away, still, gaps in zip(
+        _Found(f, st, cont, away, still, gaps, near, areas)
+        for f, (st, cont), away, still, gaps, near, areas in zip(
             facts,
-            _steps(plans, facts),
+            steps,
             _excursions(suffixes, ctx),
             _immobility(suffixes, ctx),
             _gap_screen(plans, ctx),
+            _approaches(plans, facts, steps, suffixes, ctx),
+            _areas(plans, facts, suffixes, ctx),
             strict=True,
         )
     ]
+
+
+class _Near(NamedTuple):
+    """A plan's border-approach state per recomputed good fix (`_approaches`), the fixes
+    where an episode starts, and the heading arriving at each (NaN: none)."""
+
+    active: npt.NDArray[np.bool_]
+    start: IntArray
+    heading_deg: FloatArray
+
+
+def _approaches(
+    plans: Sequence[_Plan],
+    facts: Sequence[_Facts],
+    steps: Sequence[tuple[Steps, bool]],
+    suffixes: Sequence[tuple[Suffix[Any], IntArray | None]],
+    ctx: Context,
+) -> list[_Near | None]:
+    """Border-approach episodes of every plan's recomputed good fixes, all animals in one
+    pass (`core.approach.approach_many`), each carried in from the episode state after
+    the good fix before them; None without countries and borders."""
+    if ctx.countries is None or ctx.borders is None or not plans:
+        return [None] * len(plans)
+    bounds = _bounds([p.gi.size for p in plans])
+    heading = np.full(int(bounds[-1]), np.nan)
+    step_m = np.full(int(bounds[-1]), np.nan)
+    for lo, p, (st, _) in zip(bounds[:-1].tolist(), plans, steps, strict=True):
+        at = lo + np.searchsorted(p.gi, st.i1)
+        heading[at], step_m[at] = st.arrival_deg, st.dist_m
+    rows = [row for _, row in suffixes]
+    d = ctx.detectors
+    borders = [f.points.border for f in facts]
+    _, active, before, _ = approach_mod.approach_many(
+        heading,
+        step_m,
+        np.concatenate([f.points.country for f in facts]),
+        np.concatenate([b.dist_m for b in borders if b is not None]),
+        np.concatenate([b.azimuth_deg for b in borders if b is not None]),
+        bounds,
+        np.array([row is not None and bool(row[DET_APPROACH]) for row in rows], bool),
+        np.array(
+            [approach_mod.NO_CARRY if row is None else int(row[DET_COUNTRY]) for row in rows],
+            np.int64,
+        ),
+        d.approach_within_m,
+        d.approach_hysteresis_m,
+        d.approach_cone_deg,
+    )
+    starts = np.flatnonzero(active & ~before)
+    cut = np.searchsorted(starts, bounds).tolist()
+    return [
+        _Near(active[lo:hi], starts[a:b] - lo, heading[lo:hi])
+        for lo, hi, a, b in zip(
+            bounds[:-1].tolist(), bounds[1:].tolist(), cut[:-1], cut[1:], strict=True
+        )
+    ]
+
+
+def _areas(
+    plans: Sequence[_Plan],
+    facts: Sequence[_Facts],
+    suffixes: Sequence[tuple[Suffix[Any], IntArray | None]],
+    ctx: Context,
+) -> list[AreaMembership | None]:
+    """Protected-area membership of every plan's recomputed good fixes, all animals in
+    one pass (`core.areas.membership_runs`), each carried in from the membership after
+    the good fix before them; None without areas."""
+    if ctx.areas is None or not len(ctx.areas) or not plans:
+        return [None] * len(plans)
+    bounds = _bounds([p.gi.size for p in plans])
+    cols = slice(DET_AREAS, DET_AREAS + len(ctx.areas))
+    inside, before = membership_runs(
+        np.concatenate([f.points.area_enter for f in facts]),
+        np.concatenate([f.points.area_stay for f in facts]),
+        bounds,
+        [None if row is None else tuple(bool(v) for v in row[cols]) for _, row in suffixes],
+    )
+    changed = np.flatnonzero((inside != before).any(axis=1))
+    cut = np.searchsorted(changed, bounds).tolist()
+    out = []
+    for lo, hi, a, b in zip(
+        bounds[:-1].tolist(), bounds[1:].tolist(), cut[:-1], cut[1:], strict=True
+    ):
+        if a == b:
+            out.append(quiet_membership(inside[lo:hi]))
+        else:
+            out.append(area_transitions(inside[lo:hi], before[lo:hi]))
+    return out
 
 
 def _gap_screen(plans: Sequence[_Plan], ctx: Context) -> list[bool]:
@@ -705,7 +804,7 @@ def _recompute(plan: _Plan, ctx: Context, found: _Found) -> tuple[TrackState, li
         prev_t = int(s.t_ms[prior[-1]]) if prior.size else None
         events += _zone_events(s, fence, gi, levels, carry, prev_t)
     det = s.dets(len(ctx.areas) if ctx.areas else 0).copy()
-    events += _episode_events(s, gi, prior, steps, ctx, det, pf, found.away, found.still)
+    events += _episode_events(s, gi, prior, ctx, det, pf, found)
     if profile.fix_interval_s is not None and found.gaps:
         events += _silence_events(s, gi, prior, profile.fix_interval_s, ctx.detectors)
     return evolve(s, zone=zone, burst_ms=burst, arrival_deg=arrival, det=det), events
@@ -1032,23 +1131,22 @@ def _episode_events(
     s: TrackState,
     gi: IntArray,
     prior: IntArray,
-    steps: Any,
     ctx: Context,
     det: Any,
     pf: fixfacts.PointFacts,
-    ex: excursion_mod.Excursions | None,
-    still: _Still | None,
+    found: _Found,
 ) -> list[Event]:
     """Border approach, protected-area, excursion and immobility episodes of good fixes
-    `gi`, carried on from the good fix before them (`det` holds the per-fix state and
-    is updated in place). Each event is anchored at the good fix before it."""
+    `gi` (found for all animals together, `_find`), carried on from the good fix before
+    them (`det` holds the per-fix state and is updated in place). Each event is anchored
+    at the good fix before it."""
     out: list[Event] = []
     last = int(prior[-1]) if prior.size else None
     prev_t = np.concatenate(
         [[s.t_ms[last] if last is not None else s.t_ms[gi[0]]], s.t_ms[gi[:-1]]]
     )
-    lon, lat = s.lon[gi], s.lat[gi]
     d = ctx.detectors
+    ex, still = found.away, found.still
 
     def alert(j: int, kind: str, severity: str, key: object, details: Event) -> None:
         i = int(gi[j])
@@ -1059,36 +1157,12 @@ def _episode_events(
             )
         )
 
-    if ctx.countries is not None and ctx.borders is not None:
-        country = pf.country
-        heading = np.full(gi.size, np.nan)
-        step_m = np.full(gi.size, np.nan)
-        pos = np.searchsorted(gi, steps.i1)
-        heading[pos], step_m[pos] = steps.arrival_deg, steps.dist_m
-        carry = (
-            None
-            if last is None
-            else approach_mod.ApproachCarry(
-                bool(det[last, DET_APPROACH]), int(det[last, DET_COUNTRY])
-            )
-        )
-        a = approach_mod.approach(
-            ctx.borders,
-            lon,
-            lat,
-            heading,
-            country,
-            carry,
-            d.approach_within_m,
-            d.approach_hysteresis_m,
-            d.approach_cone_deg,
-            step_m=step_m,
-            distance=pf.border,
-        )
-        det[gi, DET_APPROACH], det[gi, DET_COUNTRY] = a.active, country
+    if found.near is not None and ctx.countries is not None and pf.border is not None:
+        country, near, dist = pf.country, found.near, pf.border
+        det[gi, DET_APPROACH], det[gi, DET_COUNTRY] = near.active, country
         layer = ctx.countries
-        for j in a.start.tolist():
-            nb = int(a.distance.neighbour[j])
+        for j in near.start.tolist():
+            nb = int(dist.neighbour[j])
             alert(
                 j,
                 "border-approach",
@@ -1097,17 +1171,15 @@ def _episode_events(
                 {
                     "country": _country(layer, int(country[j])),
                     "toward": _country(layer, nb),
-                    "distance_m": round(float(a.distance.dist_m[j]), 1),
+                    "distance_m": round(float(dist.dist_m[j]), 1),
                     "within_m": d.approach_within_m,
-                    "heading_deg": round(float(heading[j]) % 360.0, 3),
-                    "bearing-to-border_deg": round(float(a.distance.azimuth_deg[j]) % 360.0, 3),
+                    "heading_deg": round(float(near.heading_deg[j]) % 360.0, 3),
+                    "bearing-to-border_deg": round(float(dist.azimuth_deg[j]) % 360.0, 3),
                 },
             )
-    if ctx.areas is not None and len(ctx.areas):
-        cols = slice(DET_AREAS, DET_AREAS + len(ctx.areas))
-        carry_a = None if last is None else tuple(bool(v) for v in det[last, cols])
-        m = ctx.areas.membership(lon, lat, carry_a, masks=(pf.area_enter, pf.area_stay))
-        det[gi, cols] = m.inside
+    if found.areas is not None and ctx.areas is not None:
+        m = found.areas
+        det[gi, DET_AREAS : DET_AREAS + len(ctx.areas)] = m.inside
         for fixes, areas, transition in (
             (m.exit_fix, m.exit_area, "exit"),
             (m.enter_fix, m.enter_area, "enter"),
