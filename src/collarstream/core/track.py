@@ -261,13 +261,13 @@ def _plans(items: Sequence[tuple[TrackState, FixBatch]], ctx: Context) -> list[_
     to recompute from and the good fixes from there on. None: nothing new."""
     merges = [_merge(state, batch) for state, batch in items]
     fresh = [(m, first, ctx.profile_for(m.animal)) for m, first in merges if first is not None]
-    flagged = iter(_flags_many(fresh))
+    flagged = iter(zip(fresh, _flags_many(fresh), strict=True))
     out: list[_Plan | None] = []
-    for merged, first_new in merges:
+    for _, first_new in merges:
         if first_new is None:
             out.append(None)
             continue
-        flags = next(flagged)
+        (merged, _, profile), flags = next(flagged)
         # Old fixes hold their old flags in `merged`, new ones 0xFFFF: both count as changed.
         changed = np.flatnonzero(merged.flags != flags)
         start = min(first_new, int(changed[0])) if changed.size else first_new
@@ -277,7 +277,6 @@ def _plans(items: Sequence[tuple[TrackState, FixBatch]], ctx: Context) -> list[_
         k = int(np.searchsorted(good_idx, start)) - CONTEXT_FIXES
         r = int(good_idx[max(k, 0)]) if good_idx.size else start
         r = min(r, start)
-        profile = ctx.profile_for(merged.animal)
         out.append(_Plan(merged, r, good_idx[np.searchsorted(good_idx, r) :], profile, good_idx))
     return out
 
@@ -381,8 +380,9 @@ def _approaches(
     """Border-approach episodes of every plan's recomputed good fixes, all animals in one
     pass (`core.approach.approach_many`), each carried in from the episode state after
     the good fix before them; None without countries and borders."""
-    if ctx.countries is None or ctx.borders is None or not plans:
-        return [None] * len(plans)
+    borders = [f.points.border for f in facts]
+    if ctx.countries is None or not plans or any(b is None for b in borders):
+        return [None] * len(plans)  # (facts have border distances when there are borders)
     bounds = _bounds([p.gi.size for p in plans])
     heading = np.full(int(bounds[-1]), np.nan)
     step_m = np.full(int(bounds[-1]), np.nan)
@@ -391,13 +391,12 @@ def _approaches(
         heading[at], step_m[at] = st.arrival_deg, st.dist_m
     rows = [row for _, row in suffixes]
     d = ctx.detectors
-    borders = [f.points.border for f in facts]
     _, active, before, _ = approach_mod.approach_many(
         heading,
         step_m,
         np.concatenate([f.points.country for f in facts]),
-        np.concatenate([b.dist_m for b in borders if b is not None]),
-        np.concatenate([b.azimuth_deg for b in borders if b is not None]),
+        np.concatenate([b.dist_m for b in borders]),
+        np.concatenate([b.azimuth_deg for b in borders]),
         bounds,
         np.array([row is not None and bool(row[DET_APPROACH]) for row in rows], bool),
         np.array(
