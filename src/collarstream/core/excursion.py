@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from collarstream.core.areas import membership
+from collarstream.core.episodes import latch_runs
 from collarstream.core.homerange import equal_area_laea, kde_grid
 from collarstream.core.homerange import isopleth_threshold as _isopleth_threshold
 from collarstream.core.laea import Laea, forward_many
@@ -286,27 +286,36 @@ def excursions_many(
             runs.append((k, a, b))
             lons.append(lon[tr.start + a : tr.start + b])
             lats.append(lat[tr.start + a : tr.start + b])
+    sizes = [max(tr.t_ms.size - tr.start, 0) for tr in tracks]
+    edges = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # of each track's rows
+    # Unjudged fixes neither set nor reset (keep stays True there).
+    sets = np.zeros((int(edges[-1]), 1), dtype=bool)
+    keeps = np.ones((int(edges[-1]), 1), dtype=bool)
+    judged = np.zeros(int(edges[-1]), dtype=bool)
     if refs:
         counts = [b - a for _, a, b in runs]
         enter, stay = masks_many(refs, counts, np.concatenate(lons), np.concatenate(lats))
+        rows = np.concatenate([np.arange(edges[k] + a, edges[k] + b) for k, a, b in runs])
+        sets[rows, 0], keeps[rows, 0], judged[rows] = enter, stay, True
+    # Home is the latch; without a carry the animal is taken to be home: an excursion
+    # needs evidence, and the first judged fix far outside its reference range is one.
+    prior = np.array([[True if tr.carry is None else not tr.carry] for tr in tracks], bool)
+    home, before = latch_runs(
+        sets, keeps, edges, prior.reshape(len(tracks), 1), np.ones(len(tracks), bool)
+    )
+    home, before = home[:, 0], before[:, 0]
+    exits, backs = np.flatnonzero(~home & before), np.flatnonzero(home & ~before)
+    ce, cb = np.searchsorted(exits, edges).tolist(), np.searchsorted(backs, edges).tolist()
     out = []
-    sets = [np.zeros(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]
-    keeps = [np.ones(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]
-    judged = [np.zeros(tr.t_ms.size - tr.start, dtype=bool) for tr in tracks]
-    at = 0
-    for k, a, b in runs:
-        sets[k][a:b], keeps[k][a:b], judged[k][a:b] = (
-            enter[at : at + b - a],
-            stay[at : at + b - a],
-            True,
-        )
-        at += b - a
     for k, tr in enumerate(tracks):
-        # Unjudged fixes neither set nor reset (home_keep stays True there). Without a
-        # carry the animal is taken to be home: an excursion needs evidence, and the first
-        # judged fix that is far outside its reference range is one.
-        home, exits, backs = membership(
-            sets[k], keeps[k], True if tr.carry is None else not tr.carry
+        lo, hi = int(edges[k]), int(edges[k + 1])
+        shift = tr.start - lo  # rows of the batch -> indices into the track
+        out.append(
+            Excursions(
+                ~home[lo:hi],
+                judged[lo:hi],
+                exits[ce[k] : ce[k + 1]] + shift,
+                backs[cb[k] : cb[k + 1]] + shift,
+            )
         )
-        out.append(Excursions(~home, judged[k], exits + tr.start, backs + tr.start))
     return out
