@@ -277,6 +277,9 @@ class Approach:
         return Transitions(self.start, self.end)
 
 
+NO_CARRY = -2  # approach_many's carried country of a track without a fix before
+
+
 def approach(
     lines: BorderLines,
     lon: FloatArray,
@@ -325,7 +328,7 @@ def approach(
         dist.azimuth_deg,
         np.array([0, country.size]),
         np.array([False if carry is None else carry.active]),
-        np.array([-2 if carry is None else carry.country]),
+        np.array([NO_CARRY if carry is None else carry.country]),
         within_m,
         hysteresis_m,
         cone_deg,
@@ -333,9 +336,6 @@ def approach(
     )
     on, off = np.flatnonzero(active & ~before), np.flatnonzero(~active & before)
     return Approach(toward, active, on, off, crossed[off], dist)
-
-
-NO_CARRY = -2  # approach_many's carried country of a track without a fix before
 
 
 def approach_many(

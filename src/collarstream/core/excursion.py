@@ -286,7 +286,7 @@ def excursions_many(
             runs.append((k, a, b))
             lons.append(lon[tr.start + a : tr.start + b])
             lats.append(lat[tr.start + a : tr.start + b])
-    sizes = [max(tr.t_ms.size - tr.start, 0) for tr in tracks]
+    sizes = [tr.t_ms.size - tr.start for tr in tracks]
     edges = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # of each track's rows
     # Unjudged fixes neither set nor reset (keep stays True there).
     sets = np.zeros((int(edges[-1]), 1), dtype=bool)
