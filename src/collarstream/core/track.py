@@ -296,8 +296,8 @@ def _facts(plans: Sequence[_Plan], ctx: Context) -> Iterator[_Facts]:
     """The facts of every plan's recomputed good fixes and consecutive pairs, computed
     together, then handed out plan by plan in order."""
     gis = [p.gi for p in plans]
-    pts = np.cumsum([0] + [gi.size for gi in gis])
-    prs = np.cumsum([0] + [max(gi.size - 1, 0) for gi in gis])
+    pts = _bounds([gi.size for gi in gis])
+    prs = _bounds([max(gi.size - 1, 0) for gi in gis])
     lon = np.concatenate([p.state.lon[p.gi] for p in plans]) if plans else np.empty(0)
     lat = np.concatenate([p.state.lat[p.gi] for p in plans]) if plans else np.empty(0)
     d = ctx.detectors
