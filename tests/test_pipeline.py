@@ -223,3 +223,23 @@ def test_the_tracking_agent_knows_its_own_marked_copies() -> None:
     assert _tracked({TRACKED_BY: b"a1"}, mine)
     assert not _tracked([other], mine)
     assert not _tracked(None, mine) and not _tracked([], mine)
+
+
+def test_offsets_are_committed_on_the_timer_only(tmp_path: Path) -> None:
+    """Faust also commits every `broker_commit_every` messages, inline in the loop that
+    hands messages to the agents, which stops until the commit's hooks (outputs in
+    flight, the reducer's states) and the broker are done: a stall every 10,000
+    messages. The worker's consumer commits on its timer (its own task) only."""
+    from collarstream.stream.app import CollarApp, _Consumer
+
+    app = CollarApp(
+        "commit-test",
+        broker="kafka://127.0.0.1:1",  # never connected: the consumer is only built
+        datadir=str(tmp_path),
+        store="memory://",
+        broker_commit_interval=7.5,
+    )
+    consumer = app.consumer
+    assert isinstance(consumer, _Consumer)
+    assert consumer._commit_every is None
+    assert consumer.commit_interval == 7.5

@@ -300,6 +300,25 @@ def _states(fixes: dict[str, list[dict[str, Any]]]) -> list[TrackState]:
     return states
 
 
+def _watched_app(name: str) -> tuple[faust.App, list[tuple[bytes, dict[str, Any]]]]:
+    """A Faust app (no broker) with `stream.watch`'s watchers, and the alerts they send."""
+    app = faust.App(name, store="memory://", broker="kafka://127.0.0.1:1")
+    topic = app.topic(
+        "positions",
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    sent: list[tuple[bytes, dict[str, Any]]] = []
+
+    async def send(key: bytes, alert: dict[str, Any]) -> None:
+        sent.append((key, alert))
+
+    install_watchers(app, Context(None), topic, send)
+    return app, sent
+
+
 def _run_agent(
     positions: Iterable[dict[str, Any]],
     tables: dict[str, dict[bytes, bytes]] | None = None,
@@ -311,20 +330,7 @@ def _run_agent(
     in arrays of that many, as the tracking agent publishes them."""
 
     async def run() -> tuple[list[tuple[bytes, dict[str, Any]]], dict[str, dict[bytes, bytes]]]:
-        app = faust.App("test-proximity", store="memory://", broker="kafka://127.0.0.1:1")
-        topic = app.topic(
-            "positions",
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        sent: list[tuple[bytes, dict[str, Any]]] = []
-
-        async def send(key: bytes, alert: dict[str, Any]) -> None:
-            sent.append((key, alert))
-
-        install_watchers(app, Context(None), topic, send)
+        app, sent = _watched_app("test-proximity")
         for name, rows in (tables or {}).items():
             for k, v in rows.items():
                 app.tables[name].data[k] = v  # as restored from the changelog
@@ -391,6 +397,53 @@ def test_mother_and_cub_replay_and_live_agent_raise_the_same_few_alerts() -> Non
     sent1, tables1 = _run_agent(positions[:half])
     sent2, _ = _run_agent(positions[half - 3 :], tables1)
     assert [a["id"] for _, a in sent1 + sent2] == [a["id"] for _, a in sent]
+
+
+def test_what_changes_while_a_commit_flushes_waits_for_the_next_commit() -> None:
+    """Positions are handled while an offset commit runs. The commit writes the tables'
+    entries as they were before it flushed the producer (whose flush acknowledges their
+    alerts); an encounter opened or moved on during the flush, its alerts maybe not
+    acknowledged yet, is written by the next commit, and so is a newer position."""
+    ten_min = 600_000
+
+    async def run() -> tuple[int, list[dict[str, dict[bytes, bytes]]]]:
+        app, sent = _watched_app("test-commit")
+        (commit,) = app.collarstream_before_commit
+        seen = []
+        async with app.agents["proximity"].test_context() as agent:
+
+            async def position(animal: str, t: int, lon: float) -> None:
+                await agent.put(orjson.dumps(_rec(animal, t, lon, 43.0)), key=b"all")
+
+            await position("leo-1", T0, 77.0)
+            await position("leo-2", T0, 77.001)  # opens leo-1 / leo-2
+
+            async def flush_meanwhile() -> None:
+                await position("leo-2", T0 + ten_min, 77.001)  # moves it on
+                await position("leo-3", T0 + ten_min, 77.5)
+                await position("leo-4", T0 + ten_min, 77.501)  # opens leo-3 / leo-4
+
+            async def flush_nothing() -> None:
+                pass
+
+            for flush in (flush_meanwhile, flush_nothing):
+                app.producer.flush = flush  # type: ignore[method-assign]
+                await commit()
+                tables = ("latest_positions", "proximity_encounters")
+                seen.append({n: dict(app.tables[n].items()) for n in tables})
+        return len(sent), seen
+
+    n_sent, (first, second) = asyncio.run(run())
+    assert n_sent == 4  # two encounters, an alert per animal
+    latest = {k: orjson.loads(v)["t_ms"] for k, v in first["latest_positions"].items()}
+    assert latest == {b"leo-1": T0, b"leo-2": T0}
+    pairs = {k: orjson.loads(v)["last_ms"] for k, v in first["proximity_encounters"].items()}
+    assert pairs == {b'["leo-1","leo-2"]': T0}
+    latest = {k: orjson.loads(v)["t_ms"] for k, v in second["latest_positions"].items()}
+    moved = T0 + ten_min
+    assert latest == {b"leo-1": T0, b"leo-2": moved, b"leo-3": moved, b"leo-4": moved}
+    pairs = {k: orjson.loads(v)["last_ms"] for k, v in second["proximity_encounters"].items()}
+    assert pairs == {b'["leo-1","leo-2"]': T0 + ten_min, b'["leo-3","leo-4"]': T0 + ten_min}
 
 
 def test_latest_fixes_keep_one_record_per_animal_and_skip_the_fix_itself() -> None:

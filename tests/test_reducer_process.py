@@ -162,6 +162,38 @@ def test_the_child_process_reduces_and_writes_to_the_table() -> None:
     assert table[b"b"] == state_codec.encode(_alone("b", [0, 1, 2]))
 
 
+def test_a_commit_writes_what_was_confirmed_before_its_producer_flush() -> None:
+    """Fixes are reduced and sent while a commit runs. The commit takes the confirmations
+    made so far (`hold`) before it flushes the producer and writes exactly those states;
+    one made during the flush is not passed on with the next reduce call, and waits."""
+
+    async def run() -> list[dict[bytes, bytes]]:
+        table: dict[bytes, bytes] = {}
+        seen = []
+        async with _child(table) as proc:
+            event = _Event()
+            seq, _ = await proc.reduce([(b"a", [_message("a", 0)])])
+            proc.sent(b"a", seq, event)
+            confirm = proc.hold()  # the commit begins: its producer flush covers this
+            seq, _ = await proc.reduce([(b"a", [_message("a", 1)])])
+            proc.sent(b"a", seq, event)  # handed to the producer during the flush
+            seq, _ = await proc.reduce([(b"b", [_message("b", 0)])])
+            proc.sent(b"b", seq, event)
+            assert await proc.flush(confirm) == 1
+            seen.append(dict(table))
+            proc.release()
+            assert await proc.flush() == 2  # the next commit
+            seen.append(dict(table))
+        return seen
+
+    during, after = asyncio.run(run())
+    assert during == {b"a": state_codec.encode(_alone("a", [0]))}
+    assert after == {
+        b"a": state_codec.encode(_alone("a", [0, 1])),
+        b"b": state_codec.encode(_alone("b", [0])),
+    }
+
+
 def test_a_decoded_state_holds_its_emitted_ids_in_anchor_order() -> None:
     """The reducer reads a state's emitted ids back from the end (`core.track._diff`):
     a state stored before it kept them in anchor order must come back in that order."""

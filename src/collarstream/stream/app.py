@@ -97,6 +97,18 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Commit on the timer only (broker_commit_interval, its own task), never every
+        # `broker_commit_every` messages (Faust: 10,000). That count commits inline in
+        # the loop that hands messages to the agents, which then stops until the commit
+        # is done: the hooks below wait for the outputs in flight and the reducer's
+        # states, and the broker for the changelog and the offsets. Measured at 1,000
+        # fixes/s: a 120-170 ms stall every 10 s, and latencies of ~300 ms behind it.
+        # The hooks are built to run while later events are processed (`drain` waits
+        # for what was put before it; only confirmed states are written).
+        self._commit_every = None
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -222,8 +234,14 @@ def build_app(settings: Settings) -> CollarApp:
         return busy or len(raw_in) > 0 or len(fixes_in) > 0
 
     async def flush_states() -> None:
-        await app.producer.flush()  # the outputs of the states written next are out
-        await reducer.flush()
+        # Fixes are reduced and sent while a commit runs: write the states confirmed
+        # before the producer's flush, whose outputs it acknowledges; later ones wait.
+        confirm = reducer.hold()
+        try:
+            await app.producer.flush()
+            await reducer.flush(confirm)
+        finally:
+            reducer.release()
 
     app.collarstream_before_commit += [  # type: ignore[attr-defined]
         raw_in.drain,

@@ -19,10 +19,12 @@ the producer is flushed before the write. So after a crash the restored table ho
 every fix of every committed offset (committed offsets cover only events whose
 outputs were sent), and every fix it holds has had its events sent; what is
 reprocessed is merged idempotently by the reducer and re-emits the same ids, which
-sinks drop. The commit can come while later batches are being reduced or wait to be
-sent (the worker reduces ahead while it sends): each reduce call has a sequence
-number, each confirmation names the call it confirms, and the child keeps each
-animal's unconfirmed versions until a confirmation reaches them.
+sinks drop. The commit runs while later batches are being reduced and sent (the worker
+reduces ahead while it sends, and goes on during a commit): each reduce call has a
+sequence number, each confirmation names the call it confirms, and the child keeps
+each animal's unconfirmed versions until a confirmation reaches them. A commit takes
+the confirmations made so far before it flushes the producer (`hold`); those made
+during the flush wait for the next commit.
 
 On a rebalance the worker flushes and the child forgets every state: another worker
 may own those animals next, and the table restored from the changelog is the truth.
@@ -316,6 +318,7 @@ class ReducerProcess:
         self._broken: BaseException | None = None
         self._held: set[bytes] = set()  # keys the child may hold (sent since the last drop)
         self._confirm: list[tuple[bytes, int]] = []
+        self._holding = False  # confirmations wait here, not passed on (see `hold`)
         # Key -> an event of its partition: Faust writes a table key to the partition of
         # the current event, so the flush borrows the last one seen.
         self._events: dict[bytes, Any] = {}
@@ -361,7 +364,9 @@ class ReducerProcess:
                 seed = Seed(self._table.get(key))
                 self._held.add(key)
             work.append((key, seed, bodies))
-        confirm, self._confirm = self._confirm, []
+        confirm: list[tuple[bytes, int]] = []
+        if not self._holding:
+            confirm, self._confirm = self._confirm, []
         return self._submit("reduce", work, confirm, messages=sum(len(b) for _, b in batches))
 
     def sent(self, key: bytes, seq: int, event: Any) -> None:
@@ -369,10 +374,24 @@ class ReducerProcess:
         self._confirm.append((key, seq))
         self._events[key] = event
 
-    async def flush(self) -> int:
-        """Write every confirmed, changed state to the table; returns how many. Flush the
-        producer first (see the module docstring)."""
+    def hold(self) -> list[tuple[bytes, int]]:
+        """The confirmations so far, for `flush`; later ones stay here (not passed on
+        with reduce calls) until `release`. An offset commit runs while later batches are
+        reduced and sent: it takes these, flushes the producer, and writes exactly the
+        states whose outputs that flush acknowledged."""
         confirm, self._confirm = self._confirm, []
+        self._holding = True
+        return confirm
+
+    def release(self) -> None:
+        self._holding = False
+
+    async def flush(self, confirm: Sequence[tuple[bytes, int]] | None = None) -> int:
+        """Write every confirmed, changed state to the table; returns how many. Flush the
+        producer first (see the module docstring). `confirm`: the confirmations `hold`
+        took (default: all made so far)."""
+        if confirm is None:
+            confirm, self._confirm = self._confirm, []
         encoded: dict[bytes, bytes] = await self._submit("encode", confirm)
         for key, raw in encoded.items():
             token = _current_event.set(weakref.ref(self._events[key]))

@@ -261,23 +261,39 @@ def install_watchers(
     dirty_pairs: dict[Pair, proximity.OpenEncounter] = {}
     write_ctx: list[Any] = [None]
 
-    def flush() -> None:
-        if write_ctx[0] is None or not (dirty_latest or dirty_pairs):
+    def flush(
+        only: tuple[dict[bytes, bytes], dict[Pair, proximity.OpenEncounter]] | None = None,
+    ) -> None:
+        """Write what is dirty, or only the entries of `only` (a snapshot of the dirty
+        ones); an entry changed since its snapshot stays dirty."""
+        some_latest, some_pairs = (dirty_latest, dirty_pairs) if only is None else only
+        if write_ctx[0] is None or not (some_latest or some_pairs):
             return
         token = _current_event.set(weakref.ref(write_ctx[0]))
         try:
-            for key, raw in dirty_latest.items():
+            for key, raw in some_latest.items():
                 latest[key] = raw
-            for pair, enc in dirty_pairs.items():
+            for pair, enc in some_pairs.items():
                 open_pairs[_pair_key(pair)] = _encode_open(enc)
         finally:
             _current_event.reset(token)
-        dirty_latest.clear()
-        dirty_pairs.clear()
+        if only is None:
+            dirty_latest.clear()
+            dirty_pairs.clear()
+            return
+        for key, raw in some_latest.items():
+            if dirty_latest.get(key) is raw:
+                del dirty_latest[key]
+        for pair, enc in some_pairs.items():
+            if dirty_pairs.get(pair) is enc:
+                del dirty_pairs[pair]
 
     async def flush_before_commit() -> None:
-        await app.producer.flush()  # the alerts of the encounters written next are out
-        flush()
+        # Positions are handled while a commit runs: write the encounters open before the
+        # producer's flush, whose alerts it acknowledges; later ones wait for the next.
+        snapshot = (dict(dirty_latest), dict(dirty_pairs))
+        await app.producer.flush()
+        flush(snapshot)
         flush_last()
 
     if not hasattr(app, "collarstream_before_commit"):
