@@ -56,6 +56,7 @@ from collarstream.fences import (
 from collarstream.stream.children import tie_to_worker
 from collarstream.stream.coalesce import Coalescer, wait_until_idle
 from collarstream.stream.delivery_agents import install_delivery
+from collarstream.stream.heap import freeze_heap
 from collarstream.stream.reducer_process import MERGED, ReducerProcess
 from collarstream.stream.topics import TopicNames
 from collarstream.stream.watch import install_watchers
@@ -142,6 +143,10 @@ class CollarWorker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        freeze_heap()  # what starting made stays too (see stream.heap)
 
 
 def build_app(settings: Settings) -> CollarApp:
@@ -424,6 +429,7 @@ def build_app(settings: Settings) -> CollarApp:
         initargs=(os.getpid(), HOME_RANGE_NICENESS),
     )
     pool.submit(warm_up)  # its process starts and imports now, while the worker joins
+    pool.submit(freeze_heap)  # then what it loaded stays (see stream.heap)
 
     @app.agent(home_range_due, name="estimate_home_range")
     async def estimate_home_range(stream: faust.StreamT) -> None:

@@ -57,6 +57,7 @@ from faust.streams import _current_event
 from collarstream.core.track import Context, TrackState, advance_many
 from collarstream.stream import state_codec
 from collarstream.stream.children import tie_to_worker
+from collarstream.stream.heap import freeze_heap
 from collarstream.stream.watch import last_fix_record
 from collarstream.wire import concat_batches, decode_batch
 
@@ -203,6 +204,7 @@ def _serve(
     tie_to_worker(worker_pid, NICENESS)
     gc.set_threshold(GC_THRESHOLD)
     state = ReducerState(make_context())
+    freeze_heap()  # the context stays (see stream.heap)
     while True:
         try:
             requests = [_read(inbox)]

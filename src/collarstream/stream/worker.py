@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from collarstream.config import Settings
+from collarstream.stream.heap import freeze_heap
 from collarstream.stream.topics import TopicNames, ensure_topics
 
 # The worker is a few single-threaded processes by design (the event loop, the reducer,
@@ -36,6 +37,7 @@ def run_worker(settings: Settings) -> None:
         partitions=settings.partitions,
     )
     app = build_app(settings)
+    freeze_heap()  # the context stays (see stream.heap); the rest once started
     logging.getLogger("faust").setLevel(settings.log_level.upper())
     worker = CollarWorker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
