@@ -45,11 +45,12 @@ class Settings:
     # The weekly live home ranges with the AKDE as well (core.akde): about twice the
     # home-range process's work; off by default, `analyze` always computes it.
     home_range_akde: bool = False
-    # How often offsets are committed, and so how often every changed track state is
-    # written to its table first (stream.reducer_process). Each commit stalls the fix
-    # path for a moment (measured: p99 of fix-to-alert ~190 ms with Faust's 2.8 s, ~100
-    # ms without commits); after a crash at most this much input is reprocessed, which
-    # the deterministic ids make harmless. Kafka Streams' at-least-once default is 30 s.
+    # How often offsets are committed (the only commits: not every N messages, see
+    # stream.app._Consumer), and so how often every changed track state is written to
+    # its table first (stream.reducer_process). Fixes flow on during a commit, but it
+    # costs the reducer and the broker a burst of work; after a crash at most this much
+    # input is reprocessed, which the deterministic ids make harmless. Kafka Streams'
+    # at-least-once default is 30 s.
     commit_interval_s: float = 10.0
     # Tansu makes a group's first join wait half the session timeout: keep it short.
     session_timeout_s: float = 6.0
