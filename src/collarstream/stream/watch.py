@@ -264,9 +264,9 @@ def install_watchers(
     def flush(
         only: tuple[dict[bytes, bytes], dict[Pair, proximity.OpenEncounter]] | None = None,
     ) -> None:
-        """Write what is dirty, or only the entries of `only` (a snapshot of the dirty
-        ones); an entry changed since its snapshot stays dirty."""
-        some_latest, some_pairs = (dirty_latest, dirty_pairs) if only is None else only
+        """Write the dirty entries, or only those of `only` (a snapshot of them taken
+        earlier); an entry changed since its snapshot stays dirty."""
+        some_latest, some_pairs = only or (dict(dirty_latest), dict(dirty_pairs))
         if write_ctx[0] is None or not (some_latest or some_pairs):
             return
         token = _current_event.set(weakref.ref(write_ctx[0]))
@@ -277,10 +277,6 @@ def install_watchers(
                 open_pairs[_pair_key(pair)] = _encode_open(enc)
         finally:
             _current_event.reset(token)
-        if only is None:
-            dirty_latest.clear()
-            dirty_pairs.clear()
-            return
         for key, raw in some_latest.items():
             if dirty_latest.get(key) is raw:
                 del dirty_latest[key]
